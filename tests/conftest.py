@@ -1,0 +1,33 @@
+"""Shared test fixtures."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> pathlib.Path:
+    """../shared/data, or skip with the reason when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent; these tests read the shared mocap and image files")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def random_poses(rng: np.random.Generator, n: int, depth_mm: float = 4500.0) -> np.ndarray:
+    """(n, 17, 3) camera-frame poses: a root about `depth_mm` ahead, joints within +-800 mm."""
+    root = np.stack([rng.uniform(-300, 300, n), rng.uniform(-200, 200, n), rng.uniform(depth_mm - 500, depth_mm + 500, n)], -1)
+    offsets = rng.uniform(-800, 800, (n, 17, 3))
+    offsets[:, 0] = 0.0
+    return root[:, None, :] + offsets

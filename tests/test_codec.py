@@ -1,0 +1,112 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from c2f_vol import camera
+from c2f_vol.codec import VolumeCodec
+from conftest import random_poses
+
+CODEC = VolumeCodec(input_size=64, heatmap_size=(16, 16), depth_bins=(1, 4, 16), depth_range_mm=1000.0, sigma=1.5)
+
+
+def _random_voxels(rng, codec, n, margin=4.0):
+    h, w = codec.heatmap_size
+    d = max(codec.depth_bins)
+    lo, hi = margin, np.array([w - 1 - margin, h - 1 - margin])
+    xy = rng.uniform(lo, hi, (n, 17, 2))
+    z_mm = rng.uniform(-1000 + 2 * margin * codec.bin_size_mm(-1), 1000 - 2 * margin * codec.bin_size_mm(-1), (n, 17))
+    return codec.heatmap_to_crop(xy), z_mm
+
+
+def test_from_config_and_validation():
+    codec = VolumeCodec.from_config({"input_size": 128, "heatmap_size": 32, "depth_bins": [1, 2, 4, 64]})
+    assert codec.heatmap_size == (32, 32) and codec.depth_bins == (1, 2, 4, 64)
+    assert codec.bin_size_mm() == pytest.approx(31.25)
+    with pytest.raises(ValueError, match="unknown codec config keys"):
+        VolumeCodec.from_config({"depth_bin": [1]})
+    with pytest.raises(ValueError, match="depth_bins"):
+        VolumeCodec(depth_bins=(0, 4))
+
+
+def test_encode_decode_round_trip(rng):
+    uv, z = _random_voxels(rng, CODEC, 3)
+    levels = CODEC.encode(uv, z)
+    assert [lv.shape for lv in levels] == [(3, 17, 2), (3, 17, 3), (3, 17, 3)]
+    for i, lv in enumerate(levels):
+        uv2, z2 = CODEC.decode(lv, i)
+        np.testing.assert_allclose(uv2, uv, atol=1e-9)
+        if CODEC.depth_bins[i] == 1:
+            assert z2 is None
+        else:
+            np.testing.assert_allclose(z2, z, atol=1e-9)
+    # Bin edges: -R maps to the outer edge of bin 0, +R to that of the last bin.
+    assert CODEC.depth_to_bin(-1000.0, 2) == pytest.approx(-0.5)
+    assert CODEC.depth_to_bin(1000.0, 2) == pytest.approx(15.5)
+    # Crop pixel edges map to heatmap pixel edges.
+    np.testing.assert_allclose(CODEC.crop_to_heatmap(np.array([-0.5, 63.5])[None].T.repeat(2, 1)),
+                               [[-0.5, -0.5], [15.5, 15.5]])
+
+
+def test_gaussian_targets_are_separable_peaked_and_jittable():
+    coords = jnp.array([[[5.0, 7.0, 9.0]]])
+    vol = jax.jit(CODEC.gaussian_targets, static_argnums=1)(coords, 2)
+    assert vol.shape == (1, 1, 16, 16, 16)
+    assert float(vol[0, 0, 9, 7, 5]) == pytest.approx(1.0)
+    assert tuple(np.unravel_index(np.argmax(vol), vol.shape)[2:]) == (9, 7, 5)
+    # One voxel away in x, the value is exp(-1 / (2 sigma^2)).
+    assert float(vol[0, 0, 9, 7, 6]) == pytest.approx(np.exp(-0.5 / 1.5 ** 2), rel=1e-5)
+    flat = CODEC.gaussian_targets(coords[..., :2], 0)
+    assert flat.shape == (1, 1, 1, 16, 16)
+    # The coarse level's z sigma is floored, so the target still peaks in one bin.
+    assert CODEC.sigma_z(1) == pytest.approx(0.5)
+
+
+def test_soft_argmax_recovers_encoded_coordinates(rng):
+    uv, z = _random_voxels(rng, CODEC, 4)
+    for level, coords in enumerate(CODEC.encode(jnp.asarray(uv), jnp.asarray(z))):
+        logits = jnp.log(CODEC.gaussian_targets(coords, level) + 1e-30)
+        got = CODEC.soft_argmax(logits)
+        assert got.shape == coords.shape
+        # z at the coarse levels is not a Gaussian centred away from the borders; x, y must be exact.
+        err = np.abs(np.asarray(got) - np.asarray(coords))
+        if CODEC.depth_bins[level] >= 16:
+            assert err.max() < 0.1, err.max()
+        else:
+            assert err[..., :2].max() < 0.1, err[..., :2].max()
+        hard = CODEC.argmax(logits)
+        assert np.abs(np.asarray(hard) - np.asarray(coords)).max() <= 0.5 + 1e-6
+
+
+def test_soft_argmax_is_differentiable():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 17, 4, 16, 16))
+    grad = jax.grad(lambda lg: CODEC.soft_argmax(lg).sum())(logits)
+    assert grad.shape == logits.shape and bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
+
+
+def test_full_chain_back_to_camera_mm(rng):
+    codec = VolumeCodec(input_size=128, heatmap_size=(32, 32), depth_bins=(1, 2, 4, 64))
+    cam = camera.H36M_CAMERAS["55011271"]
+    intr = cam.intrinsics.astype(np.float64)
+    poses = random_poses(rng, 5)
+    poses[..., :] = poses[:, :1] + (poses - poses[:, :1]) * 0.8  # within the +-1 m depth range
+    uv_img = camera.project(poses, intr)
+    lo, hi = uv_img.min(axis=1), uv_img.max(axis=1)
+    aff = camera.crop_affine((lo + hi) / 2, (hi - lo).max(axis=-1) * 1.3, codec.input_size)
+    uv_crop = camera.apply_affine(aff, uv_img)
+    depth_rel = poses[..., 2] - poses[:, :1, 2]
+    coords = codec.encode(jnp.asarray(uv_crop), jnp.asarray(depth_rel))[-1]
+    logits = jnp.log(codec.gaussian_targets(coords, 3) + 1e-30)
+    uv_dec, z_dec = codec.decode(np.asarray(codec.soft_argmax(logits), np.float64), 3)
+    got = codec.to_camera(uv_dec, z_dec, aff, intr, poses[:, 0, 2])
+    err = np.linalg.norm(got - poses, axis=-1)
+    assert err.max() < codec.bin_size_mm(), err.max()
+
+
+def test_check_logits_names_the_bad_level():
+    ok = [jnp.zeros((2, 17, d, 16, 16)) for d in CODEC.depth_bins]
+    CODEC.check_logits(ok)
+    with pytest.raises(ValueError, match="level 1"):
+        CODEC.check_logits([ok[0], jnp.zeros((2, 17, 3, 16, 16)), ok[2]])
+    with pytest.raises(ValueError, match="encode expects"):
+        CODEC.encode(np.zeros((2, 17, 3)), np.zeros((2, 17)))
