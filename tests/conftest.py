@@ -31,3 +31,13 @@ def random_poses(rng: np.random.Generator, n: int, depth_mm: float = 4500.0) -> 
     offsets = rng.uniform(-800, 800, (n, 17, 3))
     offsets[:, 0] = 0.0
     return root[:, None, :] + offsets
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> pathlib.Path:
+    """A TFDS data_dir holding the built `c2f_synthetic/tiny` dataset (built once per session)."""
+    from c2f_vol.data import builders
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    builders.build("c2f_synthetic/tiny", str(data_dir))
+    return data_dir

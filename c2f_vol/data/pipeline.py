@@ -1,0 +1,346 @@
+"""The one tf.data input pipeline: person crops and joints for training and evaluation.
+
+Every dataset follows `c2f_vol.data.features`; images stay JPEG bytes until the
+parallel map, which decodes only the region the crop needs, augments (training)
+and warps it. The pipeline carries images and coordinates only: targets are
+built on the accelerator, and images leave here as uint8 (normalised there).
+
+Batch elements (B = per-process batch, S = input_size, J = 17):
+  image         uint8 (B, S, S, 3)
+  joints_uv     float32 (B, J, 2) crop pixels (pixel centres at integers)
+  depth_rel_mm  float32 (B, J) joint depth minus root depth
+  affine        float32 (B, 2, 3) image -> crop (`camera.crop_affine`)
+  intrinsics    float32 (B, 4) of the stored image
+  root_depth_mm float32 (B,)
+  joints_3d     float32 (B, J, 3) camera frame, mm (re-labelled with the flip)
+  mask          float32 (B,) 1 for real examples, 0 for padding
+  frame         int32 (B,)
+  subject, action, camera: string (B,), evaluation batches only
+"""
+
+from __future__ import annotations
+
+import time
+
+import ml_collections
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from c2f_vol import camera, skeleton
+from c2f_vol.data import augment
+
+_STRING_KEYS = ("subject", "action", "camera")
+
+# Dataset name prefix -> module that registers its builder.
+_BUILDER_MODULES = {"c2f_synthetic": "c2f_vol.data.synthetic.builder", "human36m": "c2f_vol.data.human36m"}
+# Datasets built from user files: the --manual_dir part of their build command.
+_MANUAL_DIRS = {"human36m": "/path/to/h36m", "c2f_synthetic/mocap": "../shared/data/mocap"}
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """Data fields of the experiment config; defaults are the paper's training recipe."""
+    return ml_collections.ConfigDict(dict(
+        name="c2f_synthetic/procedural",
+        data_dir=ml_collections.FieldReference(None, field_type=str),  # None = TFDS's default
+        train_split="train",
+        eval_split="test",
+        # Crop side / larger extent of the joints' bounding box. 1.4 > 1 / scale_clip[0], so even the
+        # strongest zoom-in keeps every joint of an unrotated person inside the crop.
+        box_margin=1.4,
+        scale_sigma=0.25,         # box side x (1 + sigma N(0,1)), clipped to scale_clip
+        scale_clip=(0.75, 1.25),
+        rotation_sigma_deg=30.0,  # in-plane, clipped, applied with rotation_prob
+        rotation_clip_deg=60.0,
+        rotation_prob=0.4,
+        flip_prob=0.5,
+        color_gain=(0.8, 1.2),    # per-channel uniform factor
+        shuffle_buffer=10_000,    # examples (JPEG bytes, not pixels)
+        num_parallel_calls=-1,    # -1 = AUTOTUNE
+        prefetch=2,               # batches; -1 = AUTOTUNE
+    ))
+
+
+def resolve_data_config(data_config) -> ml_collections.ConfigDict:
+    """`data_config` (ConfigDict or mapping) over the defaults; fields it lacks keep their default."""
+    if isinstance(data_config, ml_collections.ConfigDict):
+        given = data_config.to_dict()
+    else:
+        given = dict(data_config)
+    config = default_data_config()
+    for key, value in given.items():
+        config[key] = value  # extra fields (other parts of a data block) are carried along
+    return config
+
+
+def _autotune(n: int) -> int:
+    return tf.data.AUTOTUNE if n is None or n < 0 else int(n)
+
+
+# ---------------------------------------------------------------------------
+# Builders.
+
+
+def load_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """The prepared TFDS builder `name` ('c2f_synthetic/procedural', 'human36m', ...).
+
+    Never downloads or builds: an unprepared dataset raises with the command that builds it.
+    """
+    import importlib
+
+    family = name.split("/")[0].split(":")[0]
+    module = _BUILDER_MODULES.get(family)
+    if module is not None:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise  # a dependency of the module is missing: show the real error
+            raise ImportError(f"dataset {name!r} needs module {module}, which is missing from this checkout") from e
+    manual = next((f" --manual_dir={d}" for k, d in _MANUAL_DIRS.items() if name.startswith(k)), "")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise FileNotFoundError(
+            f"no dataset {name!r} is registered or prepared in data_dir {data_dir}; known families: "
+            f"{sorted(_BUILDER_MODULES)}. Build it with: python tools/build_dataset.py --dataset={name} "
+            f"--data_dir=DIR{manual}") from e
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"dataset {name!r} is not prepared in {builder.data_dir}; build it first (nothing is downloaded):\n"
+            f"  python tools/build_dataset.py --dataset={name} --data_dir={builder.data_dir_root}{manual}")
+    return builder
+
+
+def read_examples(builder, split: str, process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+    """This process's contiguous share of `split` in stored order, the image left as JPEG bytes.
+
+    `tfds.even_splits` maps each share onto its own files and records, so a host
+    reads 1/process_count of the data instead of filtering the whole split.
+    """
+    return builder.as_dataset(
+        split=_process_split(split, process_index, process_count),
+        decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False,
+        read_config=tfds.ReadConfig(try_autocache=False))
+
+
+def _process_split(split: str, process_index: int, process_count: int):
+    return split if process_count == 1 else tfds.even_splits(split, n=process_count)[process_index]
+
+
+# ---------------------------------------------------------------------------
+# One example.
+
+
+def preprocess(example: dict, index, data_config, input_size: int, train: bool, seed=0,
+               process_index=0) -> dict:
+    """One example of the contract -> one element of a batch (see the module docstring).
+
+    Args:
+      example: image (JPEG bytes or (H, W, 3) uint8), joints_2d (J, 2), joints_3d
+        (J, 3), intrinsics (4,), subject, action, camera, frame.
+      index: () int, the example's position in this process's stream; with
+        `seed` and `process_index` it decides the augmentation.
+      data_config: `default_data_config()`-like (a ConfigDict with its fields).
+      input_size: S.
+      train: augment when True; otherwise the plain person box, and the
+        string metadata (subject, action, camera) is kept.
+    """
+    data_config = resolve_data_config(data_config)
+    joints_2d = tf.cast(example["joints_2d"], tf.float32)
+    joints_3d = tf.cast(example["joints_3d"], tf.float32)
+    if train:
+        params = augment.sample_augmentation(augment.example_seed(seed, process_index, index), data_config)
+    else:
+        params = augment.identity_augmentation()
+    center, side = augment.person_box(joints_2d, data_config.box_margin)
+    affine = camera.crop_affine(center, side * params["scale"], input_size, params["rotation_deg"], params["flip"])
+    affine = tf.cast(affine, tf.float32)
+    joints_uv, joints_3d = augment.crop_joints(affine, joints_2d, joints_3d, params["flip"])
+    pixels = augment.crop_image(example["image"], affine, input_size)
+    image = augment.apply_color_gain(pixels, params["color_gain"]) if train else tf.saturate_cast(
+        tf.round(pixels), tf.uint8)
+    root_depth = joints_3d[skeleton.ROOT, 2]
+    out = {
+        "image": tf.ensure_shape(image, [input_size, input_size, 3]),
+        "joints_uv": joints_uv,
+        "depth_rel_mm": joints_3d[:, 2] - root_depth,
+        "affine": affine,
+        "intrinsics": tf.cast(example["intrinsics"], tf.float32),
+        "root_depth_mm": root_depth,
+        "joints_3d": joints_3d,
+        "mask": tf.constant(1.0),
+        "frame": tf.cast(example["frame"], tf.int32),
+    }
+    if not train:  # training batches stay all-numeric, so they can go to the devices whole
+        for k in _STRING_KEYS:
+            out[k] = tf.convert_to_tensor(example[k], tf.string)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Datasets.
+
+
+def _process(process_index, process_count) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # only here: tests and tools may build datasets without touching jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} must be in [0, process_count={process_count})")
+    return int(process_index), int(process_count)
+
+
+def _num_examples(ds: tf.data.Dataset) -> int:
+    n = int(ds.cardinality())
+    if n == tf.data.INFINITE_CARDINALITY:
+        raise ValueError("the example source is infinite; pass a finite split")
+    if n < 0:  # unknown (e.g. after a filter): one pass over the undecoded records
+        n = int(ds.reduce(tf.constant(0, tf.int64), lambda c, _: c + 1))
+    return n
+
+
+def _options(ds: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.deterministic = True
+    # Parallelism comes from the map's parallel calls; ops inside it stay single-threaded.
+    options.threading.max_intra_op_parallelism = 1
+    return ds.with_options(options)
+
+
+def _train_batches(shard: tf.data.Dataset, num_examples: int, data_config, input_size: int, batch_size: int,
+                   seed: int, start_step: int, process_index: int) -> tf.data.Dataset:
+    """The infinite training stream of one process's `shard` (undecoded examples)."""
+    data_config = resolve_data_config(data_config)
+    if num_examples == 0:
+        raise ValueError(f"process {process_index} has no training examples")
+    if batch_size < 1 or start_step < 0:
+        raise ValueError(f"need batch_size >= 1 and start_step >= 0; got {batch_size}, {start_step}")
+    start = int(start_step) * int(batch_size)
+    first_epoch, offset = divmod(start, num_examples)
+    buffer = max(1, min(int(data_config.shuffle_buffer), num_examples))
+
+    def epoch(e):
+        # A fixed shuffle per (seed, process, epoch): epoch e can be rebuilt without replaying 0..e-1.
+        key = augment.example_seed(seed, process_index, -1 - e)  # negative: disjoint from example positions
+        shuffle_seed = tf.random.stateless_uniform([], key, minval=None, maxval=None, dtype=tf.int64)
+        return shard.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+
+    ds = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch)
+    # Skipping happens on undecoded records, so resuming costs at most one epoch of reads.
+    ds = ds.skip(offset).enumerate(start=start)
+    ds = ds.map(lambda i, ex: preprocess(ex, i, data_config, input_size, True, seed, process_index),
+                num_parallel_calls=_autotune(data_config.num_parallel_calls), deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return _options(ds.prefetch(_autotune(data_config.prefetch)))
+
+
+def train_dataset(builder, split: str, data_config, input_size: int, *, batch_size: int, seed: int,
+                  start_step: int = 0, process_index: int | None = None,
+                  process_count: int | None = None) -> tf.data.Dataset:
+    """Infinite, shuffled, augmented batches of `batch_size` (per process) for training.
+
+    Each process reads its own contiguous share of `split`. `start_step=k` yields
+    exactly batches k, k+1, ... of an uninterrupted run from step 0 with the same
+    seed and process layout.
+    """
+    process_index, process_count = _process(process_index, process_count)
+    n = builder.info.splits[_process_split(split, process_index, process_count)].num_examples
+    return _train_batches(read_examples(builder, split, process_index, process_count), n, data_config, input_size,
+                          batch_size, seed, start_step, process_index)
+
+
+def train_dataset_from_examples(examples: tf.data.Dataset, data_config, input_size: int, *, batch_size: int,
+                                seed: int, start_step: int = 0, process_index: int = 0,
+                                process_count: int = 1) -> tf.data.Dataset:
+    """`train_dataset` on a finite dataset of contract examples (images as JPEG bytes), e.g. in memory.
+
+    Process p takes every process_count-th example starting at p.
+    """
+    shard = examples.shard(process_count, process_index)
+    return _train_batches(shard, _num_examples(shard), data_config, input_size, batch_size, seed, start_step,
+                          process_index)
+
+
+def _pad_batch(batch: dict, batch_size: int) -> dict:
+    """Pad a possibly short batch to `batch_size` (mask 0) and give every tensor a static batch dim."""
+    out = {}
+    for k, v in batch.items():
+        missing = batch_size - tf.shape(v)[0]
+        pad = tf.concat([[[0, missing]], tf.zeros([len(v.shape) - 1, 2], tf.int32)], axis=0)
+        out[k] = tf.ensure_shape(tf.pad(v, pad), [batch_size] + v.shape[1:].as_list())
+    return out
+
+
+def _keep_frames(examples: tf.data.Dataset, frame_stride: int) -> tf.data.Dataset:
+    if frame_stride < 1:
+        raise ValueError(f"frame_stride must be >= 1; got {frame_stride}")
+    if frame_stride == 1:
+        return examples
+    return examples.filter(lambda ex: tf.cast(ex["frame"], tf.int64) % frame_stride == 0)
+
+
+def _eval_batches(shard: tf.data.Dataset, data_config, input_size: int, batch_size: int,
+                  num_batches: int | None) -> tf.data.Dataset:
+    """Preprocessed, padded batches of `shard`; with `num_batches`, all-padding batches are appended up to it."""
+    data_config = resolve_data_config(data_config)
+    ds = shard.map(lambda ex: preprocess(ex, 0, data_config, input_size, False),
+                   num_parallel_calls=_autotune(data_config.num_parallel_calls), deterministic=True)
+    ds = ds.batch(batch_size).map(lambda b: _pad_batch(b, batch_size))
+    if num_batches is not None:
+        zeros = {k: tf.zeros(spec.shape, spec.dtype) for k, spec in ds.element_spec.items()}
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(zeros).repeat()).take(num_batches)
+    return _options(ds.prefetch(_autotune(data_config.prefetch)))
+
+
+def _common_num_batches(shards: list[tf.data.Dataset], batch_size: int) -> int | None:
+    """The batch count every process must step through: that of the largest shard (None for one process)."""
+    if len(shards) == 1:
+        return None
+    return max(-(-_num_examples(s) // batch_size) for s in shards)
+
+
+def eval_dataset(builder, split: str, data_config, input_size: int, *, batch_size: int,
+                 process_index: int | None = None, process_count: int | None = None,
+                 frame_stride: int = 1) -> tf.data.Dataset:
+    """Finite, deterministic, unaugmented batches; the last is padded to `batch_size` with mask 0.
+
+    `frame_stride` keeps examples whose `frame` is a multiple of it (e.g. 64 for
+    Sun et al.'s protocol); 1 keeps all. With several processes (hosts) every one
+    gets the same number of batches, as a sharded step needs, by appending
+    all-padding batches; with a stride > 1 the counts take one pass over the
+    whole split's undecoded records.
+    """
+    process_index, process_count = _process(process_index, process_count)
+    shards = [_keep_frames(read_examples(builder, split, p, process_count), frame_stride)
+              for p in range(process_count)]
+    return _eval_batches(shards[process_index], data_config, input_size, batch_size,
+                         _common_num_batches(shards, batch_size))
+
+
+def eval_dataset_from_examples(examples: tf.data.Dataset, data_config, input_size: int, *, batch_size: int,
+                               process_index: int = 0, process_count: int = 1,
+                               frame_stride: int = 1) -> tf.data.Dataset:
+    """`eval_dataset` on a finite dataset of contract examples (images as JPEG bytes), e.g. in memory.
+
+    Process p takes every process_count-th kept example starting at p.
+    """
+    kept = _keep_frames(examples, frame_stride)
+    shards = [kept.shard(process_count, p) for p in range(process_count)]
+    return _eval_batches(shards[process_index], data_config, input_size, batch_size,
+                         _common_num_batches(shards, batch_size))
+
+
+def measure_throughput(dataset: tf.data.Dataset, num_batches: int) -> float:
+    """Examples per second over `num_batches` batches, after one warm-up batch (tracing, buffer fill).
+
+    The batch size is read from the leading dimension of each batch's first tensor.
+    """
+    it = iter(dataset)
+    next(it)
+    images = 0
+    t0 = time.perf_counter()
+    for _ in range(num_batches):
+        images += int(tf.nest.flatten(next(it))[0].shape[0])
+    return images / (time.perf_counter() - t0)

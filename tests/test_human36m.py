@@ -1,0 +1,241 @@
+"""The `human36m` builder on a tiny fake download in the official layout (tests/fake_h36m.py)."""
+
+import logging
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from c2f_vol import camera, skeleton
+from c2f_vol.data import h36m_files, human36m
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import fake_h36m  # noqa: E402
+
+TRAIN_STRIDE, TEST_STRIDE = 2, 1
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append((record.levelno, record.getMessage()))
+
+
+def _build(root, data_dir, **config):
+    config.setdefault("name", "fake")
+    builder = tfds.builder("human36m", config=human36m.Human36mConfig(**config), data_dir=str(data_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+    return builder
+
+
+def _examples(builder, split):
+    return list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+
+
+def _text(x):
+    return x.decode() if isinstance(x, bytes) else x
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("h36m")
+    truth = fake_h36m.write_fake_h36m(root)
+    records, absl_logger = _Records(), logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.addHandler(records)
+    absl_logger.setLevel(logging.INFO)
+    try:
+        builder = _build(root, tmp_path_factory.mktemp("tfds"), train_stride=TRAIN_STRIDE,
+                         test_stride=TEST_STRIDE)
+    finally:
+        absl_logger.removeHandler(records)
+        absl_logger.setLevel(level)
+    examples = {s: _examples(builder, s) for s in ("train", "test")}
+    return builder, truth, examples, records.messages
+
+
+def _truth_of(truth, ex):
+    """(32, 3) anatomically labelled pose of the example's frame."""
+    key = next(k for k in truth if k[0] == _text(ex["subject"]) and k[2] == _text(ex["camera"])
+               and h36m_files.canonical_action(k[1]) == _text(ex["action"]))
+    return truth[key][int(ex["frame"])]
+
+
+def test_configs_registered_and_validated():
+    configs = human36m.Human36m.builder_configs
+    assert {"stride5", "test_stride64"} <= set(configs)
+    default = configs[human36m.Human36m.DEFAULT_CONFIG_NAME]
+    assert (default.train_stride, default.test_stride, default.crop_size) == (5, 5, 256)
+    assert not default.skip_bad_files and "S11/Directions.54138969" in default.skip_sequences
+    assert configs["test_stride64"].test_stride == 64
+    with pytest.raises(ValueError, match="stride"):
+        human36m.Human36mConfig(name="x", test_stride=0)
+
+
+def test_canonical_action_names():
+    assert h36m_files.canonical_action("Eating 2") == "Eating"
+    assert h36m_files.canonical_action("Eating") == "Eating"
+    assert h36m_files.canonical_action("TakingPhoto") == "Photo"
+    assert h36m_files.canonical_action("WalkingDog 1") == "WalkDog"
+    assert h36m_files.canonical_action("SittingDown 2") == "SittingDown"
+    with pytest.raises(ValueError, match="Dancing"):
+        h36m_files.canonical_action("Dancing 1")
+
+
+@pytest.mark.parametrize("yaw_deg", [0.0, 75.0, 180.0, -120.0])
+def test_side_rule_decides_from_geometry(yaw_deg):
+    poses = fake_h36m.person_poses32(12, yaw_deg)
+    # Any proper rotation of the frame keeps the decision (no camera-axis assumption).
+    q, _ = np.linalg.qr(np.random.default_rng(int(yaw_deg) % 7).normal(size=(3, 3)))
+    q *= np.sign(np.linalg.det(q))
+    for p in (poses, poses @ q.T):
+        right = human36m.decide_sides(p)
+        assert (right.legs_swapped, right.arms_swapped) == (False, False)
+        assert right.legs_agreement == 1.0 and right.frames == (12, 12)
+        swapped = human36m.decide_sides(fake_h36m.swap_labels32(p))
+        assert (swapped.legs_swapped, swapped.arms_swapped) == (True, True)
+        fixed = human36m.swap_sides32(fake_h36m.swap_labels32(p), True, True)
+        np.testing.assert_array_equal(fixed, p)
+
+
+def test_splits_subjects_strides_and_actions(built):
+    _, truth, examples, _ = built
+    got = {s: {(_text(e["subject"]), _text(e["action"]), _text(e["camera"]), int(e["frame"]))
+               for e in examples[s]} for s in examples}
+    want = {"train": set(), "test": set()}
+    for seq in fake_h36m.SEQUENCES:
+        if seq.damaged_video:  # S11 Directions.54138969: skipped by default
+            continue
+        split = "train" if seq.subject in h36m_files.TRAIN_SUBJECTS else "test"
+        stride = TRAIN_STRIDE if split == "train" else TEST_STRIDE
+        # Frames beyond the pose file's end (the longer S5 video) are dropped.
+        want[split] |= {(seq.subject, h36m_files.canonical_action(seq.sequence), seq.camera, f)
+                        for f in range(0, seq.frames, stride)}
+    assert got == want
+    assert {a for _, a, _, _ in got["train"]} == {"Photo", "Eating", "Walking"}
+    assert len(examples["train"]) == len(got["train"])  # keys are unique
+
+
+def test_every_feature(built):
+    _, truth, examples, _ = built
+    for ex in examples["train"] + examples["test"]:
+        assert ex["image"].shape == (256, 256, 3) and ex["image"].dtype == np.uint8
+        assert ex["joints_2d"].shape == (17, 2) and ex["joints_2d"].dtype == np.float32
+        assert ex["joints_3d"].shape == (17, 3) and ex["joints_3d"].dtype == np.float32
+        assert ex["intrinsics"].shape == (4,) and ex["intrinsics"].dtype == np.float32
+        assert ex["frame"].dtype == np.int32
+        pose32 = _truth_of(truth, ex)
+        # Anatomical labels whatever the file's labelling: LHip is truly the left hip.
+        np.testing.assert_allclose(ex["joints_3d"], skeleton.from_h36m32(pose32), atol=0.05)
+        cam = camera.H36M_CAMERAS[_text(ex["camera"])]
+        pinhole = camera.project(ex["joints_3d"].astype(np.float64), ex["intrinsics"].astype(np.float64))
+        # Only the lens distortion, which the stored pinhole intrinsics leave out, separates them.
+        assert np.abs(pinhole - ex["joints_2d"]).max() < 3.0
+        # Exactly: the affine of the crop applied to the distorted projection.
+        frame_px = camera.project(pose32, cam.intrinsics.astype(np.float64), cam.distortion.astype(np.float64))
+        scale = ex["intrinsics"][0] / cam.fx
+        offset = ex["intrinsics"][2] - scale * cam.cx
+        np.testing.assert_allclose(ex["joints_2d"][:, 0], skeleton.from_h36m32(frame_px)[:, 0] * scale + offset,
+                                   atol=0.02)
+        np.testing.assert_allclose(ex["intrinsics"][1] / cam.fy, scale, rtol=1e-5)
+
+
+def test_drawn_marker_is_where_joints_2d_says(built):
+    _, _, examples, _ = built
+    lwrist = skeleton.JOINT_NAMES.index("LWrist")
+    for ex in examples["train"] + examples["test"]:
+        rgb = ex["image"].astype(int)
+        red = (rgb[..., 0] > 120) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)
+        assert red.sum() > 20, "the red marker is missing from the crop"
+        v, u = np.nonzero(red)
+        np.testing.assert_allclose([u.mean(), v.mean()], ex["joints_2d"][lwrist], atol=1.5)
+
+
+def test_lhip_is_on_the_persons_left_in_labelled_and_swapped_files(built):
+    _, _, examples, _ = built
+    yaw0 = {(s.subject, s.camera): s.yaw_deg for s in fake_h36m.SEQUENCES}
+    swapped = {(s.subject, s.camera) for s in fake_h36m.SEQUENCES if s.swapped}
+    seen = set()
+    lhip, rhip = skeleton.JOINT_NAMES.index("LHip"), skeleton.JOINT_NAMES.index("RHip")
+    for ex in examples["train"] + examples["test"]:
+        key = (_text(ex["subject"]), _text(ex["camera"]))
+        # The fake person's facing is known: yaw0 + 4 degrees per frame, +Y down.
+        yaw = np.deg2rad(yaw0[key] + 4.0 * int(ex["frame"]))
+        left = np.cross([0.0, -1.0, 0.0], [np.sin(yaw), 0.0, -np.cos(yaw)])
+        assert np.dot(ex["joints_3d"][lhip] - ex["joints_3d"][rhip], left) > 200.0
+        seen.add(key in swapped)
+    assert seen == {True, False}
+
+
+def test_2d_sides_follow_the_projected_3d():
+    cam = camera.H36M_CAMERAS["55011271"]
+    poses = fake_h36m.person_poses32(5, 40.0)
+    projected = camera.project(poses, cam.intrinsics.astype(np.float64))
+    legs_only = human36m.swap_sides32(projected, legs=True, arms=False)
+    assert human36m.match_2d_sides(legs_only, projected) == (True, False)
+    assert human36m.match_2d_sides(projected, projected) == (False, False)
+
+
+def test_reports_sides_skips_absences_and_frame_mismatch(built):
+    builder, _, _, messages = built
+    meta = builder.info.metadata
+    assert meta["absent_subjects"] == ["S6", "S7", "S8"]
+    assert set(meta["side_swaps"]) == {"S5/Walking 1.58860488", "S11/Sitting 1.55011271"}
+    assert meta["skipped"]["test"] == ["S11/Directions.54138969: skip_sequences"]
+    assert meta["skipped"]["train"] == []
+    mismatch = [m for lvl, m in messages if "video has 9 frames" in m]
+    assert len(mismatch) == 1 and "S5/Walking 1.58860488" in mismatch[0]
+    assert any("S11/Directions.54138969" in m and "skip_sequences" in m for _, m in messages)
+    assert any("S5/Walking 1.58860488 sides" in m and "swapped" in m for _, m in messages)
+    # Written metadata survives a reload.
+    reloaded = tfds.builder("human36m/fake", data_dir=str(builder.data_dir).split("/human36m/")[0])
+    assert reloaded.info.metadata["absent_subjects"] == ["S6", "S7", "S8"]
+
+
+def test_missing_file_stops_with_its_name(tmp_path):
+    root = tmp_path / "h36m"
+    fake_h36m.write_fake_h36m(root)
+    missing = fake_h36m.paths(root, fake_h36m.SEQUENCES[3])["pose2d"]
+    missing.unlink()
+    with pytest.raises(h36m_files.BadFileError, match="missing") as err:
+        _build(root, tmp_path / "tfds")
+    assert str(missing) in str(err.value) and "skip_bad_files" in str(err.value)
+
+
+def test_damaged_file_stops_with_its_name_unless_skipped_by_default(tmp_path):
+    root = tmp_path / "h36m"
+    fake_h36m.write_fake_h36m(root)
+    damaged = fake_h36m.paths(root, fake_h36m.SEQUENCES[-1])["video"]
+    with pytest.raises(h36m_files.BadFileError, match="OpenCV cannot open") as err:
+        _build(root, tmp_path / "tfds", skip_sequences=())
+    assert str(damaged) in str(err.value)
+
+
+def test_skip_bad_files_builds_and_summarises(tmp_path, caplog):
+    root = tmp_path / "h36m"
+    fake_h36m.write_fake_h36m(root)
+    missing = fake_h36m.paths(root, fake_h36m.SEQUENCES[3])["pose2d"]
+    missing.unlink()
+    damaged = fake_h36m.paths(root, fake_h36m.SEQUENCES[-1])["video"]
+    with caplog.at_level(logging.INFO, logger="absl"):
+        builder = _build(root, tmp_path / "tfds", skip_sequences=(), skip_bad_files=True, test_stride=2)
+    test = _examples(builder, "test")
+    assert {(_text(e["subject"]), _text(e["action"])) for e in test} == {("S11", "Sitting")}
+    skipped = builder.info.metadata["skipped"]["test"]
+    assert any(str(missing) in s for s in skipped) and any(str(damaged) in s for s in skipped)
+    summary = [r.getMessage() for r in caplog.records if "bad file(s)" in r.getMessage()]
+    assert len(summary) == 1 and str(missing) in summary[0] and str(damaged) in summary[0]
+
+
+def test_absent_or_empty_manual_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist or is empty"):
+        _build(tmp_path / "nowhere", tmp_path / "tfds")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "README").write_text("not Human3.6M")
+    with pytest.raises(FileNotFoundError, match="no subject folder"):
+        _build(tmp_path / "other", tmp_path / "tfds")
