@@ -7,7 +7,11 @@ PYTEST_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv test test-slow test-all clean
+WORKDIR ?= workdir
+DATA_DIR ?= $(WORKDIR)/tensorflow_datasets
+DEMO_DIR ?= $(WORKDIR)/demo
+
+.PHONY: venv test test-slow demo clean
 
 venv: $(STAMP)
 
@@ -26,6 +30,18 @@ test: $(STAMP)
 # The slow end-to-end tests only; CI runs these after `make test`.
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests" || exit $$rc
+
+# The main job on the built-in synthetic data: build it, train, evaluate, report.
+# Re-running resumes: the dataset and the finished checkpoint are reused.
+demo: $(STAMP)
+	$(PY) tools/build_dataset.py --dataset=c2f_synthetic/procedural --data_dir=$(DATA_DIR)
+	$(PY) tools/train.py --config=configs/synthetic_cpu.py --workdir=$(DEMO_DIR) \
+		--config.data.data_dir=$(abspath $(DATA_DIR))
+	$(PY) tools/evaluate.py --workdir=$(DEMO_DIR) --baseline --output=$(DEMO_DIR)/eval.json
+	@echo "Dataset:     $(abspath $(DATA_DIR))"
+	@echo "Checkpoints: $(abspath $(DEMO_DIR))/checkpoints"
+	@echo "TensorBoard: $(abspath $(DEMO_DIR))/tensorboard"
+	@echo "Metrics:     $(abspath $(DEMO_DIR))/eval.json"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,127 @@
+"""Training losses for the coarse-to-fine volumes, chosen by the config's `loss` block.
+
+Shapes legend: B batch, J joints, D_i depth bins of stack i, H x W heatmap.
+
+Kinds (`loss_config.kind`):
+  * 'heatmap': the paper's loss. Per stack, the mean squared error between the
+    logits and the unnormalised Gaussian volume (peak 1) that
+    `VolumeCodec.gaussian_targets` builds on device from the coordinates. The
+    mean runs over all J * D_i * H * W voxels of a sample, as the original's
+    MSE criterion did.
+  * 'integral': soft-argmax (`VolumeCodec.soft_argmax`) then L1 on voxel
+    coordinates. Each axis is divided by its size (W, H, D_i), so an error is
+    a fraction of the crop width, the crop height or the whole depth range;
+    x, y and z errors are then comparable, and every level measures depth in
+    the same units whatever its D_i. Per joint the axes are summed, so a D = 1
+    stack (x and y only) is the x, y part of a deeper stack's loss.
+  * 'both': heatmap_weight * heatmap + integral_weight * integral.
+
+Every stack is supervised; stack i's term is multiplied by stack_weights[i]
+(default 1) and the stacks are summed. Samples with mask 0 (padding) are left
+out of every mean. Everything is computed in float32 and is jittable and
+differentiable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from c2f_vol.codec import VolumeCodec
+
+KINDS = ("heatmap", "integral", "both")
+LOSS_CONFIG_KEYS = ("kind", "heatmap_weight", "integral_weight", "stack_weights")
+
+
+def _masked_mean(per_sample, mask):
+    """(B,) values and (B,) weights -> scalar; 0 when every sample is padding."""
+    return jnp.sum(per_sample * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def heatmap_mse(logits, coords, codec: VolumeCodec, level: int):
+    """Per-sample MSE against Gaussian targets.
+
+    Args:
+      logits: (B, J, D, H, W).
+      coords: (B, J, 3) or (B, J, 2) voxel coordinates of `level`.
+    Returns:
+      (B,) mean over J, D, H, W of the squared error.
+    """
+    target = codec.gaussian_targets(coords, level)
+    return jnp.mean((logits.astype(jnp.float32) - target) ** 2, axis=(1, 2, 3, 4))
+
+
+def integral_l1(logits, coords, codec: VolumeCodec, level: int):
+    """Per-sample L1 between soft-argmax and true voxel coordinates.
+
+    Args:
+      logits: (B, J, D, H, W).
+      coords: (B, J, 3) or (B, J, 2) voxel coordinates of `level`.
+    Returns:
+      (B,) per joint the sum over axes of |error| / axis size, averaged over J.
+    """
+    h, w = codec.heatmap_size
+    d = codec.depth_bins[level]
+    sizes = jnp.asarray((w, h) if d == 1 else (w, h, d), jnp.float32)
+    pred = codec.soft_argmax(logits.astype(jnp.float32))
+    err = jnp.abs(pred - coords[..., : sizes.shape[0]]) / sizes
+    return jnp.mean(jnp.sum(err, axis=-1), axis=-1)
+
+
+def _check_loss_config(loss_config: Mapping[str, Any], num_levels: int):
+    given = dict(loss_config.items())
+    unknown = sorted(set(given) - set(LOSS_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"loss config: unknown keys {unknown}; expected a subset of {list(LOSS_CONFIG_KEYS)}")
+    kind = given.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"loss config: kind must be one of {KINDS}; got {kind!r}")
+    weights = given.get("stack_weights") or (1.0,) * num_levels
+    weights = tuple(float(v) for v in weights)
+    if len(weights) != num_levels:
+        raise ValueError(f"loss config: stack_weights has {len(weights)} entries; "
+                         f"the codec has {num_levels} levels (stacks)")
+    return (kind, float(given.get("heatmap_weight", 1.0)), float(given.get("integral_weight", 1.0)), weights)
+
+
+def compute_loss(logits: Sequence[jax.Array], batch: Mapping[str, jax.Array], codec: VolumeCodec,
+                 loss_config: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The training loss over all stacks.
+
+    Args:
+      logits: one (B, J, D_i, H, W) array per stack (any float dtype).
+      batch: joints_uv (B, J, 2) crop pixels, depth_rel_mm (B, J) root-relative
+        depth, mask (B,) 1 for real samples and 0 for padding.
+      codec: the experiment's codec (depth bins per stack, sigma, sizes).
+      loss_config: kind, heatmap_weight, integral_weight, stack_weights.
+    Returns:
+      (loss, metrics). loss is a float32 scalar. metrics holds float32 scalars:
+      'loss'; per kind the weighted sum over stacks ('heatmap', 'integral');
+      per stack the unweighted term ('heatmap/stack{i}', 'integral/stack{i}').
+    """
+    codec.check_logits(logits)
+    kind, hm_weight, int_weight, stack_weights = _check_loss_config(loss_config, codec.num_levels)
+    joints_uv = jnp.asarray(batch["joints_uv"], jnp.float32)
+    depth = jnp.asarray(batch["depth_rel_mm"], jnp.float32)
+    mask = jnp.asarray(batch["mask"], jnp.float32).reshape(-1)
+    levels = codec.encode(joints_uv, depth)
+
+    use = {"heatmap": kind in ("heatmap", "both"), "integral": kind in ("integral", "both")}
+    terms = {"heatmap": heatmap_mse, "integral": integral_l1}
+    metrics = {}
+    totals = {name: jnp.zeros((), jnp.float32) for name, on in use.items() if on}
+    for name in totals:
+        for i, (lg, coords) in enumerate(zip(logits, levels)):
+            value = _masked_mean(terms[name](lg, coords, codec, i), mask)
+            metrics[f"{name}/stack{i}"] = value
+            totals[name] = totals[name] + stack_weights[i] * value
+        metrics[name] = totals[name]
+    loss = jnp.zeros((), jnp.float32)
+    if use["heatmap"]:
+        loss = loss + hm_weight * totals["heatmap"]
+    if use["integral"]:
+        loss = loss + int_weight * totals["integral"]
+    metrics["loss"] = loss
+    return loss, metrics

@@ -1,0 +1,269 @@
+"""Stacked hourglass network with coarse-to-fine volumetric heads (Flax NNX).
+
+Shapes legend: B batch, S input crop side, H x W heatmap, C features, J joints,
+D_i depth bins of stack i.
+
+Layout: activations are NHWC inside the network (the layout XLA's GPU
+convolutions prefer); each stack's logits are returned as (B, J, D_i, H, W),
+the layout `VolumeCodec` works in.
+
+Head channel convention: channel c of stack i's head belongs to joint
+j = c // D_i and depth bin d = c % D_i, i.e. c = j * D_i + d.
+
+Train / eval: every BatchNorm is built in training mode
+(`use_running_average=False`). Use the NNX idioms of this Flax version:
+`model.train()` / `model.eval()` switch a model in place, and
+`nnx.view(model, use_running_average=True)` gives an evaluation view that
+shares the weights without touching the training model. In training mode a
+call updates the running statistics (`nnx.BatchStat` variables), so a jitted
+train step must carry that state out (`nnx.jit` does, or split the model with
+`nnx.split` and return the updated `nnx.BatchStat` state).
+
+Precision: `dtype` in the model config is the compute dtype; parameters and
+BatchNorm statistics are always float32 and logits are returned in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from c2f_vol.codec import VolumeCodec
+
+# Per-channel RGB statistics (ImageNet) used to normalise uint8 images on
+# device as (x / 255 - IMAGE_MEAN) / IMAGE_STD. Export reuses these constants.
+IMAGE_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+REQUIRED_KEYS = ("num_stacks", "features", "hourglass_depth", "num_residual", "num_joints", "dtype")
+# Optional keys and their defaults. 0.9 is Torch's BatchNorm momentum (0.1)
+# that the original hourglass code trained with; Flax's default 0.99 lags
+# far behind at the small batches this model trains with.
+OPTIONAL_KEYS = {"bn_momentum": 0.9}
+
+def normalize_images(images, dtype=jnp.float32):
+    """(B, S, S, 3) uint8 or float pixels in [0, 255] -> normalised `dtype`."""
+    x = jnp.asarray(images).astype(jnp.float32) / 255.0
+    x = (x - jnp.asarray(IMAGE_MEAN, jnp.float32)) / jnp.asarray(IMAGE_STD, jnp.float32)
+    return x.astype(dtype)
+
+
+def _max_pool2(x):
+    """(B, H, W, C) -> (B, H/2, W/2, C)."""
+    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+
+
+def _upsample2(x):
+    """Nearest-neighbour (B, H, W, C) -> (B, 2H, 2W, C)."""
+    b, h, w, c = x.shape
+    x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+    return x.reshape(b, 2 * h, 2 * w, c)
+
+
+class Bottleneck(nnx.Module):
+    """Pre-activation bottleneck residual block (BN-ReLU-conv 1x1, 3x3, 1x1).
+
+    (B, H, W, C_in) -> (B, H, W, C_out); a 1x1 projection on the skip path
+    when C_in != C_out.
+    """
+
+    def __init__(self, cin: int, cout: int, *, dtype, momentum: float, rngs: nnx.Rngs):
+        mid = max(cout // 2, 1)
+        bn = dict(dtype=dtype, momentum=momentum, use_running_average=False, rngs=rngs)
+        conv = dict(dtype=dtype, padding="SAME", rngs=rngs)
+        # Convs that feed a BatchNorm carry no bias: the BN's shift replaces it.
+        self.bn1 = nnx.BatchNorm(cin, **bn)
+        self.conv1 = nnx.Conv(cin, mid, (1, 1), use_bias=False, **conv)
+        self.bn2 = nnx.BatchNorm(mid, **bn)
+        self.conv2 = nnx.Conv(mid, mid, (3, 3), use_bias=False, **conv)
+        self.bn3 = nnx.BatchNorm(mid, **bn)
+        self.conv3 = nnx.Conv(mid, cout, (1, 1), **conv)
+        self.skip = nnx.Conv(cin, cout, (1, 1), **conv) if cin != cout else None
+
+    def __call__(self, x):
+        h = self.conv1(jax.nn.relu(self.bn1(x)))
+        h = self.conv2(jax.nn.relu(self.bn2(h)))
+        h = self.conv3(jax.nn.relu(self.bn3(h)))
+        return h + (x if self.skip is None else self.skip(x))
+
+
+def _blocks(n: int, cin: int, cout: int, **kw) -> nnx.List:
+    return nnx.List([Bottleneck(cin if k == 0 else cout, cout, **kw) for k in range(n)])
+
+
+def _run(blocks, x):
+    for block in blocks:
+        x = block(x)
+    return x
+
+
+class Hourglass(nnx.Module):
+    """One hourglass of `depth` levels: (B, H, W, C) -> (B, H, W, C).
+
+    Each level keeps a full-resolution skip branch, pools by 2, recurses (or
+    runs residual blocks at the bottom), upsamples by 2 and adds the skip.
+    H and W must be divisible by 2**depth.
+    """
+
+    def __init__(self, depth: int, features: int, num_residual: int, **kw):
+        self.skip = _blocks(num_residual, features, features, **kw)
+        self.down = _blocks(num_residual, features, features, **kw)
+        if depth > 1:
+            self.inner = Hourglass(depth - 1, features, num_residual, **kw)
+        else:
+            self.inner = _blocks(num_residual, features, features, **kw)
+        self.up = _blocks(num_residual, features, features, **kw)
+
+    def __call__(self, x):
+        skip = _run(self.skip, x)
+        low = _run(self.down, _max_pool2(x))
+        low = self.inner(low) if isinstance(self.inner, Hourglass) else _run(self.inner, low)
+        return skip + _upsample2(_run(self.up, low))
+
+
+class StackedHourglass(nnx.Module):
+    """Stacked hourglass with one volumetric head per stack.
+
+    Args:
+      model_config: mapping with num_stacks, features, hourglass_depth,
+        num_residual, num_joints, dtype ('float32' | 'bfloat16'), and optional
+        bn_momentum.
+      codec: gives the input size S, heatmap size (H, W) and the depth bins
+        D_i of every stack (len(codec.depth_bins) must equal num_stacks).
+
+    Call: images (B, S, S, 3) uint8 or float in [0, 255] -> tuple with one
+    float32 (B, J, D_i, H, W) logit volume per stack.
+    """
+
+    def __init__(self, model_config: Mapping[str, Any], codec: VolumeCodec, *, rngs: nnx.Rngs):
+        cfg = _check_config(model_config, codec)
+        self.num_joints = cfg["num_joints"]
+        self.depth_bins = tuple(codec.depth_bins)
+        self.input_size = int(codec.input_size)
+        self.heatmap_size = tuple(codec.heatmap_size)
+        self.dtype = DTYPES[cfg["dtype"]]
+        f = cfg["features"]
+        kw = dict(dtype=self.dtype, momentum=cfg["bn_momentum"], rngs=rngs)
+        conv = dict(dtype=self.dtype, padding="SAME", rngs=rngs)
+        nres = cfg["num_residual"]
+
+        # Stem (Newell et al.): 7x7 stride-2 conv, then one max-pool per
+        # remaining factor of 2 down to the heatmap size.
+        c1, c2 = f // 4, f // 2
+        num_pools = int(round(math.log2(self.input_size // self.heatmap_size[0]))) - 1
+        self.stem_conv = nnx.Conv(3, c1, (7, 7), strides=(2, 2), use_bias=False, **conv)
+        self.stem_bn = nnx.BatchNorm(c1, use_running_average=False, dtype=self.dtype,
+                                     momentum=cfg["bn_momentum"], rngs=rngs)
+        self.stem_res1 = Bottleneck(c1, c2, **kw)
+        self.stem_pooled = nnx.List([Bottleneck(c2, c2, **kw) for _ in range(num_pools)])
+        self.stem_res2 = Bottleneck(c2, f, **kw)
+
+        self.hourglasses = nnx.List()
+        self.post = nnx.List()
+        self.heads = nnx.List()
+        self.remap_features = nnx.List()
+        self.remap_preds = nnx.List()
+        for i, d in enumerate(self.depth_bins):
+            self.hourglasses.append(Hourglass(cfg["hourglass_depth"], f, nres, **kw))
+            self.post.append(nnx.List([
+                *_blocks(nres, f, f, **kw),
+                nnx.Conv(f, f, (1, 1), use_bias=False, **conv),
+                nnx.BatchNorm(f, use_running_average=False, dtype=self.dtype,
+                              momentum=cfg["bn_momentum"], rngs=rngs),
+            ]))
+            # The head emits float32 so logits keep full precision under
+            # bfloat16 compute; channel c = j * D_i + d (see module docstring).
+            self.heads.append(nnx.Conv(f, self.num_joints * d, (1, 1), preferred_element_type=jnp.float32, **conv))
+            if i + 1 < len(self.depth_bins):
+                self.remap_features.append(nnx.Conv(f, f, (1, 1), **conv))
+                self.remap_preds.append(nnx.Conv(self.num_joints * d, f, (1, 1), **conv))
+
+    def __call__(self, images) -> tuple[jax.Array, ...]:
+        """(B, S, S, 3) images -> tuple of float32 (B, J, D_i, H, W) logits."""
+        s = self.input_size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (s, s, 3):
+            raise ValueError(f"StackedHourglass expects images (B, {s}, {s}, 3); got {tuple(images.shape)}")
+        x = normalize_images(images, self.dtype)
+        x = jax.nn.relu(self.stem_bn(self.stem_conv(x)))
+        x = self.stem_res1(x)
+        for block in self.stem_pooled:
+            x = block(_max_pool2(x))
+        x = self.stem_res2(x)
+
+        outputs = []
+        for i, d in enumerate(self.depth_bins):
+            h = self.hourglasses[i](x)
+            *res, lin, bn = self.post[i]
+            h = jax.nn.relu(bn(lin(_run(res, h))))
+            pred = self.heads[i](h)  # (B, H, W, J * D_i), float32
+            outputs.append(head_to_volume(pred, self.num_joints, d))
+            if i + 1 < len(self.depth_bins):
+                # Intermediate supervision: features and predictions are mapped
+                # back and added to what enters the next stack.
+                x = x + self.remap_features[i](h) + self.remap_preds[i](pred.astype(self.dtype))
+        return tuple(outputs)
+
+
+def head_to_volume(pred, num_joints: int, depth_bins: int):
+    """(B, H, W, J * D) head output -> (B, J, D, H, W), channel c = j * D + d."""
+    b, h, w, c = pred.shape
+    if c != num_joints * depth_bins:
+        raise ValueError(f"head has {c} channels; expected J * D = {num_joints} * {depth_bins}")
+    vol = pred.reshape(b, h, w, num_joints, depth_bins)
+    return jnp.transpose(vol, (0, 3, 4, 1, 2)).astype(jnp.float32)
+
+
+def _check_config(model_config: Mapping[str, Any], codec: VolumeCodec) -> dict:
+    """Validate the model block against the codec; return a plain dict with defaults."""
+    given = dict(model_config.items())
+    missing = [k for k in REQUIRED_KEYS if k not in given]
+    unknown = sorted(set(given) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if missing or unknown:
+        raise ValueError(f"model config: missing keys {missing}, unknown keys {unknown}; "
+                         f"expected {list(REQUIRED_KEYS)} and optionally {sorted(OPTIONAL_KEYS)}")
+    cfg = {**OPTIONAL_KEYS, **given}
+    for key in ("num_stacks", "features", "hourglass_depth", "num_residual", "num_joints"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"model config: {key} must be >= 1; got {cfg[key]}")
+        cfg[key] = int(cfg[key])
+    if cfg["dtype"] not in DTYPES:
+        raise ValueError(f"model config: dtype must be one of {sorted(DTYPES)}; got {cfg['dtype']!r}")
+    if cfg["features"] % 4:
+        raise ValueError(f"model config: features must be a multiple of 4 (stem widths are "
+                         f"features/4 and features/2); got {cfg['features']}")
+    if len(codec.depth_bins) != cfg["num_stacks"]:
+        raise ValueError(f"model num_stacks={cfg['num_stacks']} but codec depth_bins={codec.depth_bins} "
+                         f"has {len(codec.depth_bins)} levels; they must match (one level per stack)")
+    s, (h, w) = int(codec.input_size), codec.heatmap_size
+    factor = s // h if h and s % h == 0 else 0
+    if h != w or factor < 2 or factor & (factor - 1):
+        raise ValueError(f"codec input_size {s} and heatmap_size {(h, w)}: the heatmap must be square and "
+                         f"input_size / heatmap side must be a power of two >= 2")
+    if h % (2 ** cfg["hourglass_depth"]):
+        raise ValueError(f"hourglass_depth {cfg['hourglass_depth']} halves the {h}x{w} heatmap "
+                         f"{cfg['hourglass_depth']} times; {h} must be divisible by {2 ** cfg['hourglass_depth']}")
+    return cfg
+
+
+def create_model(config: Mapping[str, Any], codec: VolumeCodec, seed: int = 0) -> StackedHourglass:
+    """Build the model from the experiment config's `model` block (or the block itself).
+
+    Args:
+      config: the full experiment config (uses config.model) or the model block.
+      codec: the experiment's codec.
+      seed: parameter initialisation seed.
+    """
+    block = config["model"] if "model" in config else config
+    return StackedHourglass(block, codec, rngs=nnx.Rngs(params=seed))
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of trainable (nnx.Param) scalars."""
+    return int(sum(np.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param))))

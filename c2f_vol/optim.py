@@ -1,0 +1,60 @@
+"""Optimiser and learning-rate schedule from the config's `optim` block (optax)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import optax
+
+OPTIMIZERS = ("rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def make_schedule(optim: Mapping[str, Any], num_train_steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 over `warmup_steps`, then constant, cosine or step decay."""
+    lr = float(optim["learning_rate"])
+    warmup = int(optim.get("warmup_steps", 0))
+    kind = optim.get("schedule", "constant")
+    decay_steps = max(num_train_steps - warmup, 1)
+    if kind == "constant":
+        main = optax.constant_schedule(lr)
+    elif kind == "cosine":
+        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(optim.get("final_lr_fraction", 0.0)))
+    elif kind == "step":
+        bounds = {int(s * decay_steps): float(optim.get("step_decay_factor", 0.1))
+                  for s in optim.get("step_decay_at", (0.75,))}
+        main = optax.piecewise_constant_schedule(lr, bounds)
+    else:
+        raise ValueError(f"optim.schedule must be one of {SCHEDULES}; got {kind!r}")
+    if warmup <= 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def make_optimizer(optim: Mapping[str, Any], num_train_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optax chain: optional global-norm clipping, then the optimiser.
+
+    RMSprop follows Torch7's defaults used by the paper (decay 0.99, eps 1e-8);
+    weight decay is decoupled (AdamW-style) when `weight_decay` > 0.
+    """
+    schedule = make_schedule(optim, num_train_steps)
+    name = optim.get("name", "rmsprop")
+    wd = float(optim.get("weight_decay", 0.0))
+    if name == "rmsprop":
+        core = optax.rmsprop(schedule, decay=float(optim.get("rmsprop_decay", 0.99)),
+                             eps=float(optim.get("eps", 1e-8)))
+        if wd > 0:
+            core = optax.chain(optax.add_decayed_weights(wd), core)
+    elif name == "adam":
+        core = optax.adam(schedule, b1=float(optim.get("b1", 0.9)), b2=float(optim.get("b2", 0.999)),
+                          eps=float(optim.get("eps", 1e-8)))
+        if wd > 0:
+            core = optax.chain(optax.add_decayed_weights(wd), core)
+    elif name == "adamw":
+        core = optax.adamw(schedule, b1=float(optim.get("b1", 0.9)), b2=float(optim.get("b2", 0.999)),
+                           eps=float(optim.get("eps", 1e-8)), weight_decay=wd)
+    else:
+        raise ValueError(f"optim.name must be one of {OPTIMIZERS}; got {name!r}")
+    clip = float(optim.get("grad_clip_norm", 0.0))
+    tx = optax.chain(optax.clip_by_global_norm(clip), core) if clip > 0 else core
+    return tx, schedule

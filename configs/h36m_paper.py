@@ -1,0 +1,17 @@
+"""The paper's model on Human3.6M: 4 stacks, 256 features, 256² input, 64² heatmaps,
+depth bins (1, 2, 4, 64) over ±1000 mm, RMSprop 2.5e-4 at batch 4, no decay.
+
+    python tools/train.py --config=configs/h36m_paper.py --workdir=DIR \
+        --config.data.data_dir=~/tensorflow_datasets --config.batch_size=32
+"""
+
+from c2f_vol.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.data.name = "human36m"
+    c.num_train_steps = 250_000
+    c.checkpoint_every = 2000
+    c.eval_every = 10_000
+    return c

@@ -1,0 +1,68 @@
+import os
+
+import numpy as np
+import pytest
+
+from c2f_vol import config as config_lib, optim
+from c2f_vol.codec import VolumeCodec
+from conftest import REPO
+
+CONFIGS = REPO / "configs"
+
+
+@pytest.mark.parametrize("spec", ["h36m_paper.py", "synthetic_cpu.py", "synthetic_cpu.py:tiny"])
+def test_configs_load_locked_and_consistent(spec):
+    c = config_lib.load(str(CONFIGS / spec))
+    assert c.model.num_stacks == len(c.codec.depth_bins)
+    VolumeCodec.from_config(c.codec)
+    with pytest.raises((AttributeError, KeyError)):
+        c.optim.learnig_rate = 1.0  # a misspelt override must fail, not be ignored
+
+
+def test_paper_config_is_the_paper_model():
+    c = config_lib.load(str(CONFIGS / "h36m_paper.py"))
+    assert (c.model.num_stacks, c.model.features, c.codec.input_size) == (4, 256, 256)
+    assert tuple(c.codec.heatmap_size) == (64, 64) and tuple(c.codec.depth_bins) == (1, 2, 4, 64)
+    assert c.codec.depth_range_mm == 1000.0
+    assert (c.optim.name, c.optim.learning_rate, c.optim.schedule) == ("rmsprop", 2.5e-4, "constant")
+    assert c.data.name == "human36m"
+
+
+def test_overrides_and_unknown_keys():
+    c = config_lib.load(str(CONFIGS / "synthetic_cpu.py:tiny"), {"optim.learning_rate": 0.5})
+    assert c.optim.learning_rate == 0.5
+    with pytest.raises(KeyError, match="no such field"):
+        config_lib.load(str(CONFIGS / "synthetic_cpu.py"), {"optim.learnig_rate": 0.5})
+    with pytest.raises(FileNotFoundError, match="nope.py"):
+        config_lib.load(os.path.join(CONFIGS, "nope.py"))
+
+
+def test_schedules():
+    base = dict(learning_rate=1.0, warmup_steps=10)
+    const = optim.make_schedule(dict(base, schedule="constant"), 100)
+    assert float(const(0)) == 0.0 and float(const(5)) == pytest.approx(0.5) and float(const(50)) == 1.0
+    cos = optim.make_schedule(dict(base, schedule="cosine"), 110)
+    assert float(cos(10)) == pytest.approx(1.0) and float(cos(110)) == pytest.approx(0.0, abs=1e-6)
+    step = optim.make_schedule(dict(base, schedule="step", step_decay_at=(0.5,), step_decay_factor=0.1), 110)
+    assert float(step(20)) == pytest.approx(1.0) and float(step(80)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="optim.schedule"):
+        optim.make_schedule(dict(base, schedule="linear"), 10)
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adam", "adamw"])
+def test_optimizers_descend_and_clip(name):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    tx, _ = optim.make_optimizer(dict(name=name, learning_rate=0.1, grad_clip_norm=1.0, weight_decay=1e-4), 100)
+    params = {"w": jnp.array([3.0, -2.0])}
+    state = tx.init(params)
+    loss = lambda p: jnp.sum(p["w"] ** 2)
+    for _ in range(20):
+        g = jax.grad(loss)(params)
+        upd, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, upd)
+    assert float(loss(params)) < 13.0 * 0.5
+    with pytest.raises(ValueError, match="optim.name"):
+        optim.make_optimizer(dict(name="sgd", learning_rate=0.1), 10)
