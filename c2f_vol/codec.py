@@ -219,6 +219,25 @@ class VolumeCodec:
         z = jnp.einsum("...dhw,d->...", p, jnp.arange(d, dtype=jnp.float32))
         return jnp.stack([x, y, z], axis=-1)
 
+    def confidence(self, logits, radius: float = 2.0):
+        """Per-joint confidence in [0, 1]: the softmax mass within `radius` voxels (x, y) of the soft-argmax.
+
+        Args:
+          logits: (B, J, D, H, W).
+        Returns:
+          (B, J); near 1 for a sharp single peak, low for a spread or multi-modal volume.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        *lead, d, h, w = logits.shape
+        flat = jnp.asarray(logits).reshape(*lead, d * h * w).astype(jnp.float32)
+        pxy = jax.nn.softmax(flat, axis=-1).reshape(*lead, d, h, w).sum(axis=-3)  # (..., H, W)
+        xy = self.soft_argmax(logits)[..., :2]
+        near_x = jnp.abs(jnp.arange(w, dtype=jnp.float32) - xy[..., 0:1]) <= radius  # (..., W)
+        near_y = jnp.abs(jnp.arange(h, dtype=jnp.float32) - xy[..., 1:2]) <= radius  # (..., H)
+        return jnp.einsum("...hw,...h,...w->...", pxy, near_y.astype(jnp.float32), near_x.astype(jnp.float32))
+
     def argmax(self, logits):
         """The voxel of highest score (not differentiable).
 

@@ -1,0 +1,117 @@
+"""SavedModel export: parity with JAX in a process that never imports jax, metadata, atomic writes."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from c2f_vol import camera, config as config_lib, export, skeleton, train
+from conftest import REPO
+
+TINY = str(REPO / "configs" / "synthetic_cpu.py:tiny")
+BONES = np.linspace(100.0, 450.0, 16).astype(np.float32)
+
+RELOAD = textwrap.dedent("""
+    import json, sys
+    import importlib.abc
+
+    class NoJax(importlib.abc.MetaPathFinder):
+        # TensorFlow imports jax opportunistically when it is installed; make it absent.
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("jax", "jaxlib", "flax", "optax", "orbax"):
+                raise ImportError(f"{name} is blocked: the SavedModel must serve without JAX")
+            return None
+
+    sys.meta_path.insert(0, NoJax())
+    import numpy as np
+    import tensorflow as tf
+    m = tf.saved_model.load(sys.argv[1])
+    data = np.load(sys.argv[2])
+    out = {}
+    for b in (1, 5):
+        r = m.signatures["serving_default"](images=tf.constant(data[f"images{b}"]))
+        out[f"joints{b}"], out[f"conf{b}"] = r["joints"].numpy(), r["confidence"].numpy()
+        c = m.signatures["camera_frame"](images=tf.constant(data[f"images{b}"]),
+                                         intrinsics=tf.constant(data[f"intr{b}"]), box=tf.constant(data[f"box{b}"]))
+        out[f"cam{b}"], out[f"root{b}"] = c["joints_cam"].numpy(), c["root_depth_mm"].numpy()
+    meta = json.loads(m.metadata_json.numpy().decode())
+    assert "jax" not in sys.modules and "jaxlib" not in sys.modules, "the client imported jax"
+    np.savez(sys.argv[3], **out)
+    print("META" + json.dumps(meta))
+""")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model after a few steps on random data (non-trivial weights and BatchNorm statistics)."""
+    config = config_lib.load(TINY)
+    trainer = train.Trainer(config)
+    state = trainer.init_state()
+    rng = np.random.default_rng(0)
+    s = config.codec.input_size
+    for _ in range(3):
+        batch = {"image": rng.integers(0, 255, (4, s, s, 3), dtype=np.uint8),
+                 "joints_uv": rng.uniform(4, s - 4, (4, 17, 2)).astype(np.float32),
+                 "depth_rel_mm": rng.uniform(-500, 500, (4, 17)).astype(np.float32),
+                 "mask": np.ones(4, np.float32)}
+        state, _ = trainer.train_step(state, trainer.put(batch))
+    out = tmp_path_factory.mktemp("export") / "saved_model"
+    export.export_saved_model(trainer, state, BONES, str(out), platforms=("cpu",))
+    return trainer, state, out
+
+
+def test_reloaded_savedmodel_matches_jax_at_two_batch_sizes(trained, tmp_path):
+    trainer, state, path = trained
+    s = trainer.codec.input_size
+    rng = np.random.default_rng(1)
+    crop_fn = jax.jit(export.make_crop_fn(trainer))
+    cam_fn = jax.jit(export.make_camera_fn(trainer, BONES))
+    variables = export.variables_of(state)
+    inputs, want = {}, {}
+    for b in (1, 5):
+        inputs[f"images{b}"] = rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8)
+        inputs[f"intr{b}"] = np.tile(np.array([[1100.0, 1100.0, 500.0, 500.0]], np.float32), (b, 1))
+        inputs[f"box{b}"] = np.concatenate([rng.uniform(300, 700, (b, 2)), rng.uniform(300, 600, (b, 1))],
+                                           1).astype(np.float32)
+        j, c = crop_fn(variables, inputs[f"images{b}"])
+        cam, root, _, _ = cam_fn(variables, inputs[f"images{b}"], inputs[f"intr{b}"], inputs[f"box{b}"])
+        want.update({f"joints{b}": j, f"conf{b}": c, f"cam{b}": cam, f"root{b}": root})
+    np.savez(tmp_path / "in.npz", **inputs)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", RELOAD, str(path), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    for b in (1, 5):
+        assert got[f"joints{b}"].shape == (b, 17, 3) and got[f"conf{b}"].shape == (b, 17)
+        # Crop pixels to 1e-4 px; depth in mm to 1e-4 relative (float32 sums over a volume whose
+        # bins are 500 mm wide in this tiny config reach ~2e-4 mm absolute; the paper's 31 mm bins ~16x less).
+        np.testing.assert_allclose(got[f"joints{b}"][..., :2], np.asarray(want[f"joints{b}"])[..., :2], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got[f"joints{b}"][..., 2], np.asarray(want[f"joints{b}"])[..., 2], atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(got[f"conf{b}"], np.asarray(want[f"conf{b}"]), atol=1e-4, rtol=0)
+        # The limb-length search of an untrained model's poses has a flat float32 minimum, so the
+        # root depths agree to 1%; given its own root depth, the camera-frame joints must be exact.
+        np.testing.assert_allclose(got[f"root{b}"], np.asarray(want[f"root{b}"]), rtol=1e-2)
+        affine = camera.crop_affine(inputs[f"box{b}"][:, :2], inputs[f"box{b}"][:, 2], s)
+        uv = camera.apply_affine(camera.invert_affine(affine), got[f"joints{b}"][..., :2])
+        lifted = camera.back_project(uv, got[f"joints{b}"][..., 2] + got[f"root{b}"][:, None], inputs[f"intr{b}"])
+        np.testing.assert_allclose(got[f"cam{b}"], lifted, rtol=1e-4, atol=1e-2)
+    meta = json.loads(proc.stdout.split("META")[-1])
+    assert meta["joint_names"] == list(skeleton.JOINT_NAMES) and meta["parents"] == list(skeleton.PARENTS)
+    assert meta["input_size"] == s and len(meta["image_mean"]) == 3
+    np.testing.assert_allclose(meta["mean_bone_lengths_mm"], BONES, rtol=1e-6)
+    assert (path / "assets" / export.METADATA_ASSET).is_file()
+
+
+def test_failed_export_keeps_the_previous_savedmodel(trained):
+    trainer, state, path = trained
+    before = sorted(os.listdir(path))
+    with pytest.raises(ValueError, match="bone_lengths_mm"):
+        export.export_saved_model(trainer, state, BONES[:3], str(path))
+    assert sorted(os.listdir(path)) == before
+    assert not [p for p in os.listdir(path.parent) if p.startswith(".export-")]

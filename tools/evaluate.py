@@ -1,0 +1,93 @@
+"""Evaluate a checkpoint or a SavedModel on a TFDS split (Human3.6M test by default).
+
+    python tools/evaluate.py --workdir=DIR [--flip_test] [--root_depth=gt|limbs] [--frame_stride=5]
+    python tools/evaluate.py --saved_model=DIR --dataset=human36m --data_dir=TFDS_DIR --bone_lengths=DIR/bone_lengths_mm.json
+
+Prints the per-action Protocol #1 / #2 table and writes everything as JSON
+(keys mpjpe_mm, pa_mpjpe_mm, per_action, per_joint, frames, config, ...).
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Training workdir to evaluate (its latest checkpoint).")
+flags.DEFINE_string("saved_model", None, "Or: an exported SavedModel folder.")
+flags.DEFINE_string("dataset", None, "TFDS name; default: the workdir config's dataset, else human36m.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir; default: the workdir config's.")
+flags.DEFINE_string("split", None, "Split; default: the config's eval split ('test').")
+flags.DEFINE_integer("frame_stride", 1, "Evaluate every N-th example of the stored split (stored strides apply first).")
+flags.DEFINE_list("subjects", [], "Only these subjects (e.g. S9,S11).")
+flags.DEFINE_list("actions", [], "Only these actions (e.g. Walking,Eating).")
+flags.DEFINE_bool("flip_test", False, "Average with the prediction for the mirrored crop.")
+flags.DEFINE_enum("root_depth", "gt", ["gt", "limbs"], "Root depth: ground truth, or the limb-length search.")
+flags.DEFINE_integer("batch_size", 32, "Evaluation batch size.")
+flags.DEFINE_string("output", None, "JSON output path (default: WORKDIR/eval.json or ./eval.json).")
+flags.DEFINE_bool("baseline", False, "Also report the error of always predicting the training mean pose.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if bool(FLAGS.workdir) == bool(FLAGS.saved_model):
+        raise app.UsageError("give exactly one of --workdir or --saved_model")
+    import numpy as np
+    import tqdm
+
+    from c2f_vol import config as config_lib, evaluation, metrics
+    from c2f_vol.data import pipeline, stats
+
+    if FLAGS.workdir:
+        config = evaluation.load_workdir_config(FLAGS.workdir)
+        trainer, state, step = evaluation.restore_trainer(FLAGS.workdir, config)
+        predict_fn = evaluation.checkpoint_predict_fn(trainer, state)
+        input_size = trainer.codec.input_size
+        bones = stats.read_bone_lengths(FLAGS.workdir) if FLAGS.root_depth == "limbs" else None
+        source = {"workdir": os.path.abspath(FLAGS.workdir), "checkpoint_step": step}
+    else:
+        config = config_lib.base_config()
+        config.data.name = "human36m"
+        predict_fn, meta = evaluation.savedmodel_predict_fn(FLAGS.saved_model)
+        input_size = int(meta["input_size"])
+        bones = np.asarray(meta["mean_bone_lengths_mm"], np.float32)
+        source = {"saved_model": os.path.abspath(FLAGS.saved_model)}
+    for flag, key in ((FLAGS.dataset, "name"), (FLAGS.data_dir, "data_dir"), (FLAGS.split, "eval_split")):
+        if flag:
+            config.data[key] = flag
+    builder = pipeline.load_builder(config.data.name, config.data.data_dir)
+    split = config.data.eval_split
+    total = builder.info.splits[split].num_examples
+    batches = evaluation.eval_batches(builder, config, input_size, FLAGS.batch_size, frame_stride=FLAGS.frame_stride,
+                                      subjects=FLAGS.subjects, actions=FLAGS.actions)
+    with tqdm.tqdm(total=-(-total // FLAGS.frame_stride), unit="frame", desc=f"{config.data.name}:{split}",
+                   file=sys.stderr) as bar:
+        result = evaluation.evaluate(predict_fn, batches, flip_test=FLAGS.flip_test, root_depth=FLAGS.root_depth,
+                                     bone_lengths_mm=bones, progress=bar)
+    result.update(source=source, flip_test=FLAGS.flip_test, frame_stride=FLAGS.frame_stride,
+                  subjects=FLAGS.subjects, actions=FLAGS.actions, dataset=config.data.name, split=split,
+                  config=config.to_dict())
+    print(metrics.format_table(result, ["mpjpe_mm", "pa_mpjpe_mm"]))
+    print(f"PCK3D@150mm {result['pck3d_150mm']:.3f}   AUC {result['auc']:.3f}   root depth: {FLAGS.root_depth}")
+    if FLAGS.root_depth == "limbs":
+        g = result["gt_root_depth"]
+        print(f"limb-length root depth: MPJPE {result['mpjpe_mm']:.1f} mm, PA-MPJPE {result['pa_mpjpe_mm']:.1f} mm, "
+              f"root depth error {result['root_depth_error_mm']['mean']:.0f} mm (mean); "
+              f"ground-truth root depth: MPJPE {g['mpjpe_mm']:.1f} mm, PA-MPJPE {g['pa_mpjpe_mm']:.1f} mm")
+    if FLAGS.baseline:
+        base = evaluation.mean_pose_baseline(builder, config)
+        result["mean_pose_baseline"] = {k: base[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "frames")}
+        print(f"Model:              MPJPE {result['mpjpe_mm']:7.1f} mm   PA-MPJPE {result['pa_mpjpe_mm']:7.1f} mm")
+        print(f"Mean-pose baseline: MPJPE {base['mpjpe_mm']:7.1f} mm   PA-MPJPE {base['pa_mpjpe_mm']:7.1f} mm")
+    output = FLAGS.output or os.path.join(FLAGS.workdir or ".", "eval.json")
+    with open(output + ".tmp", "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    os.replace(output + ".tmp", output)
+    logging.info("Wrote %s", output)
+    print(f"Metrics JSON: {os.path.abspath(output)}")
+
+
+if __name__ == "__main__":
+    app.run(main)

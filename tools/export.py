@@ -1,0 +1,32 @@
+"""Export a trained workdir's latest checkpoint as a TensorFlow SavedModel (CPU and CUDA).
+
+    python tools/export.py --workdir=DIR [--output=DIR/saved_model] [--platforms=cpu,cuda]
+"""
+
+import os
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/, bone_lengths_mm.json).")
+flags.DEFINE_string("output", None, "SavedModel folder to write (default: WORKDIR/saved_model).")
+flags.DEFINE_list("platforms", ["cpu", "cuda"], "Platforms the SavedModel can be served on.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from c2f_vol import evaluation, export
+    from c2f_vol.data import stats
+
+    trainer, state, step = evaluation.restore_trainer(FLAGS.workdir)
+    out = export.export_saved_model(trainer, state, stats.read_bone_lengths(FLAGS.workdir),
+                                    FLAGS.output or os.path.join(FLAGS.workdir, "saved_model"),
+                                    platforms=FLAGS.platforms)
+    logging.info("Exported step %d", step)
+    print(f"SavedModel (step {step}): {out}")
+
+
+if __name__ == "__main__":
+    app.run(main)
