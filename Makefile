@@ -31,17 +31,24 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests" || exit $$rc
 
-# The main job on the built-in synthetic data: build it, train, evaluate, report.
-# Re-running resumes: the dataset and the finished checkpoint are reused.
+# The main job on the built-in synthetic data: build it, train, evaluate, export, predict.
+# Re-running is cheap: the dataset and the finished checkpoint are reused.
+DEMO_IMAGE := $(firstword $(wildcard ../shared/data/images/*.jpg))
 demo: $(STAMP)
 	$(PY) tools/build_dataset.py --dataset=c2f_synthetic/procedural --data_dir=$(DATA_DIR)
 	$(PY) tools/train.py --config=configs/synthetic_cpu.py --workdir=$(DEMO_DIR) \
 		--config.data.data_dir=$(abspath $(DATA_DIR))
-	$(PY) tools/evaluate.py --workdir=$(DEMO_DIR) --baseline --output=$(DEMO_DIR)/eval.json
+	$(PY) tools/evaluate.py --workdir=$(DEMO_DIR) --baseline --root_depth=limbs --output=$(DEMO_DIR)/eval.json
+	$(PY) tools/export.py --workdir=$(DEMO_DIR) --output=$(DEMO_DIR)/saved_model
+	$(PY) tools/demo_image.py --data_dir=$(abspath $(DATA_DIR)) --image="$(DEMO_IMAGE)" --output=$(DEMO_DIR)/demo_input.png
+	$(PY) tools/predict.py --model=$(DEMO_DIR)/saved_model --image=$(DEMO_DIR)/demo_input.png \
+		--output_json=$(DEMO_DIR)/prediction.json --output_png=$(DEMO_DIR)/prediction.png
 	@echo "Dataset:     $(abspath $(DATA_DIR))"
 	@echo "Checkpoints: $(abspath $(DEMO_DIR))/checkpoints"
 	@echo "TensorBoard: $(abspath $(DEMO_DIR))/tensorboard"
 	@echo "Metrics:     $(abspath $(DEMO_DIR))/eval.json"
+	@echo "SavedModel:  $(abspath $(DEMO_DIR))/saved_model"
+	@echo "Prediction:  $(abspath $(DEMO_DIR))/prediction.json and prediction.png"
 
 clean:
 	rm -rf $(VENV) build *.egg-info
