@@ -160,3 +160,44 @@ def test_sigterm_saves_and_exits_cleanly(tiny_dataset, tmp_path):
     step = checkpoint.Manager(str(workdir / "checkpoints"), 10).latest_step()
     assert step is not None and 0 < step < 100000
     assert "SIGTERM" in err
+
+
+@pytest.mark.slow
+def test_tools_evaluate_export_predict_end_to_end(tiny_dataset, tmp_path, shared_data):
+    """train -> evaluate twice (identical JSON, limbs beside gt) -> export -> predict from both model kinds."""
+    workdir = tmp_path / "run"
+    subprocess.run(_train_cmd(workdir, tiny_dataset, 4, 2), check=True, cwd=REPO, capture_output=True)
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"eval{i}.json"
+        subprocess.run([sys.executable, str(REPO / "tools" / "evaluate.py"), f"--workdir={workdir}",
+                        "--root_depth=limbs", "--flip_test", "--batch_size=4", f"--output={out}"],
+                       check=True, cwd=REPO, capture_output=True)
+        outs.append(json.load(open(out)))
+    assert outs[0] == outs[1]
+    res = outs[0]
+    for key in ("mpjpe_mm", "pa_mpjpe_mm", "per_action", "per_joint", "frames", "config"):
+        assert key in res
+    assert res["frames"] == 16 and len(res["per_joint"]) == 17
+    assert res["root_depth"] == "limbs" and "mpjpe_mm" in res["gt_root_depth"]
+    sm = tmp_path / "sm"
+    subprocess.run([sys.executable, str(REPO / "tools" / "export.py"), f"--workdir={workdir}", f"--output={sm}",
+                    "--platforms=cpu"], check=True, cwd=REPO, capture_output=True)
+    photo = next((shared_data / "images").glob("*.jpg"))
+    for model, extra in ((sm, []), (workdir, ["--volume_joint=RWrist"])):
+        js, png = tmp_path / f"p{len(extra)}.json", tmp_path / f"p{len(extra)}.png"
+        proc = subprocess.run([sys.executable, str(REPO / "tools" / "predict.py"), f"--model={model}",
+                               f"--image={photo}", "--bbox=200,50,250,350", f"--output_json={js}",
+                               f"--output_png={png}", *extra], cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        pred = json.load(open(js))
+        assert np.asarray(pred["joints_2d_px"]).shape == (17, 2)
+        assert np.asarray(pred["joints_3d_camera_mm"]).shape == (17, 3) and "assumed" in pred["focal_px_source"]
+        assert cv2_imread_ok(png)
+
+
+def cv2_imread_ok(path) -> bool:
+    import cv2
+
+    img = cv2.imread(str(path))
+    return img is not None and img.shape[0] > 100
