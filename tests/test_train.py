@@ -89,7 +89,8 @@ MESH_SCRIPT = textwrap.dedent("""
             state, m = trainer.train_step(state, trainer.put(batch))
             losses.append(float(m["loss"]))
         out[n] = {"losses": losses, "devices": len(state["step"].sharding.device_set),
-                  "param0": float(np.asarray(jax.tree.leaves(state["params"])[0]).ravel()[0])}
+                  "param_norm": float(np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2)
+                                                  for x in jax.tree.leaves(state["params"]))))}
     print("RESULT" + json.dumps(out))
 """)
 
@@ -103,7 +104,9 @@ def test_four_device_mesh_matches_one_device(tmp_path):
     assert res["4"]["devices"] == 4 and res["1"]["devices"] == 1
     # Same math, different reduction order across devices: float32 agreement after optimiser steps.
     np.testing.assert_allclose(res["4"]["losses"], res["1"]["losses"], rtol=1e-4)
-    assert res["4"]["param0"] == pytest.approx(res["1"]["param0"], rel=1e-4, abs=1e-6)
+    # Adam normalises each update, so a single near-zero gradient can differ in sign across reduction
+    # orders; the parameters as a whole must still agree.
+    assert res["4"]["param_norm"] == pytest.approx(res["1"]["param_norm"], rel=1e-5)
 
 
 def _train_cmd(workdir, data_dir, steps, every):
