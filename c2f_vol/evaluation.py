@@ -19,11 +19,9 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
 def checkpoint_predict_fn(trainer, state) -> PredictFn:
-    import jax
-
     from c2f_vol import export
 
-    fn = jax.jit(export.make_crop_fn(trainer))
+    fn = trainer.crop_fn()  # compiled once per trainer, not once per periodic evaluation
     variables = export.variables_of(state)
     return lambda images: np.asarray(fn(variables, images)[0])
 

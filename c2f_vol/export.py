@@ -43,8 +43,7 @@ def make_crop_fn(trainer):
     """Pure JAX: (variables, images) -> (joints (b, J, 3) crop px + depth mm, confidence (b, J))."""
     codec = trainer.codec
     level = codec.num_levels - 1
-    abstract = nnx.eval_shape(lambda: model_lib.create_model(trainer.config.model, codec, 0))
-    _, params_t, stats_t = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+    params_t, stats_t = trainer.abstract_params, trainer.abstract_stats
 
     def fn(variables, images):
         params = jax.tree.map(lambda x: x, params_t)

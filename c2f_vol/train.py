@@ -47,13 +47,14 @@ class Trainer:
         self.codec = VolumeCodec.from_config(config.codec)
         self.tx, self.schedule = optim.make_optimizer(config.optim, config.num_train_steps)
         abstract = nnx.eval_shape(lambda: model_lib.create_model(config.model, self.codec, config.seed))
-        self.graphdef, _, _ = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+        # The abstract states are the templates that export/evaluation fill with pure dicts.
+        self.graphdef, self.abstract_params, self.abstract_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
         repl = sharding.replicated(self.mesh)
         batch = sharding.batch_sharded(self.mesh)
         self._init = jax.jit(self._init_state, out_shardings=repl)
         self.train_step = jax.jit(self._train_step, in_shardings=(repl, batch), out_shardings=(repl, repl),
                                   donate_argnums=0)
-        self.predict = jax.jit(self._predict, in_shardings=(repl, batch), out_shardings=batch)
+        self._jitted_crop_fn = None
 
     # -- pure functions ------------------------------------------------------
 
@@ -101,6 +102,14 @@ class Trainer:
         return model(images)
 
     # -- host-side helpers ---------------------------------------------------
+
+    def crop_fn(self):
+        """The jitted `export.make_crop_fn` of this trainer, compiled once and reused by every evaluation."""
+        if self._jitted_crop_fn is None:
+            from c2f_vol import export
+
+            self._jitted_crop_fn = jax.jit(export.make_crop_fn(self))
+        return self._jitted_crop_fn
 
     def init_state(self) -> dict:
         """Parameters are built directly in their replicated layout on the mesh."""
