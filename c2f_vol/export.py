@@ -25,7 +25,6 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from c2f_vol import camera, model as model_lib, rootdepth, skeleton
 
@@ -36,21 +35,16 @@ METADATA_ASSET = "c2f_vol.json"
 
 def variables_of(state: dict) -> dict:
     """The inference variables (pure dicts of arrays) of a train state."""
-    return {"params": nnx.to_pure_dict(state["params"]), "batch_stats": nnx.to_pure_dict(state["batch_stats"])}
+    return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 
 def make_crop_fn(trainer):
     """Pure JAX: (variables, images) -> (joints (b, J, 3) crop px + depth mm, confidence (b, J))."""
     codec = trainer.codec
     level = codec.num_levels - 1
-    params_t, stats_t = trainer.abstract_params, trainer.abstract_stats
 
     def fn(variables, images):
-        params = jax.tree.map(lambda x: x, params_t)
-        stats = jax.tree.map(lambda x: x, stats_t)
-        nnx.replace_by_pure_dict(params, variables["params"])
-        nnx.replace_by_pure_dict(stats, variables["batch_stats"])
-        model = nnx.merge(trainer.graphdef, params, stats)
+        model = trainer.model_from(variables["params"], variables["batch_stats"])
         model.eval()
         logits = model(images)[level]
         uv, depth = codec.decode(codec.soft_argmax(logits), level)
