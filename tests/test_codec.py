@@ -110,3 +110,26 @@ def test_check_logits_names_the_bad_level():
         CODEC.check_logits([ok[0], jnp.zeros((2, 17, 3, 16, 16)), ok[2]])
     with pytest.raises(ValueError, match="encode expects"):
         CODEC.encode(np.zeros((2, 17, 3)), np.zeros((2, 17)))
+
+
+def _reference_soft_argmax(logits):
+    """The textbook form: softmax over the flattened volume, then expectations of the indices."""
+    *lead, d, h, w = logits.shape
+    p = jax.nn.softmax(logits.reshape(*lead, d * h * w), axis=-1).reshape(logits.shape)
+    cols = [jnp.einsum("...dhw,w->...", p, jnp.arange(w, dtype=jnp.float32)),
+            jnp.einsum("...dhw,h->...", p, jnp.arange(h, dtype=jnp.float32))]
+    if d > 1:
+        cols.append(jnp.einsum("...dhw,d->...", p, jnp.arange(d, dtype=jnp.float32)))
+    return jnp.stack(cols, axis=-1)
+
+
+@pytest.mark.parametrize("shape", [(2, 17, 4, 8, 6), (2, 17, 1, 8, 8), (17, 3, 5, 5), (4, 6, 7)])
+def test_soft_argmax_matches_the_softmax_expectation_and_its_gradient(shape):
+    logits = 3.0 * jax.random.normal(jax.random.PRNGKey(1), shape)
+    np.testing.assert_allclose(CODEC.soft_argmax(logits), _reference_soft_argmax(logits), rtol=1e-5, atol=1e-5)
+    weights = jax.random.normal(jax.random.PRNGKey(2), _reference_soft_argmax(logits).shape)
+    grad = jax.grad(lambda lg: jnp.sum(CODEC.soft_argmax(lg) * weights))(logits)
+    want = jax.grad(lambda lg: jnp.sum(_reference_soft_argmax(lg) * weights))(logits)
+    np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6)
+    # Large logits must not overflow: the max is subtracted before exp.
+    assert bool(jnp.all(jnp.isfinite(CODEC.soft_argmax(logits + 1e4))))

@@ -26,6 +26,7 @@ def test_paper_config_is_the_paper_model():
     assert c.codec.depth_range_mm == 1000.0
     assert (c.optim.name, c.optim.learning_rate, c.optim.schedule) == ("rmsprop", 2.5e-4, "constant")
     assert c.data.name == "human36m"
+    assert c.model.dtype == "bfloat16"  # float32 master weights live in the train state regardless
 
 
 def test_overrides_and_unknown_keys():

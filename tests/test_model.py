@@ -159,3 +159,28 @@ def test_config_errors(change, codec_kw, match):
 def test_wrong_image_shape_errors(model):
     with pytest.raises(ValueError, match="expects images \\(B, 32, 32, 3\\)"):
         model(np.zeros((1, 16, 16, 3), np.uint8))
+
+
+@pytest.mark.parametrize("dtype,preferred", [(jnp.float32, None), (jnp.bfloat16, jnp.float32),
+                                             (jnp.bfloat16, None)])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_pointwise_conv_equals_a_1x1_convolution(dtype, preferred, use_bias):
+    kw = dict(dtype=dtype, preferred_element_type=preferred, use_bias=use_bias, padding="SAME")
+    fast = model_lib.PointwiseConv(8, 5, rngs=nnx.Rngs(0), **kw)
+    conv = nnx.Conv(8, 5, (1, 1), rngs=nnx.Rngs(0), **kw)
+    # Same parameters, so checkpoints and exported weights do not change.
+    assert jax.tree.map(jnp.shape, nnx.state(fast)) == jax.tree.map(jnp.shape, nnx.state(conv))
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 8))
+    got, want = fast(x), conv(x)
+    assert got.dtype == want.dtype
+    tol = 1e-5 if dtype == jnp.float32 or preferred is not None else 2e-2
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tol, atol=tol)
+
+
+def test_max_pool_equals_reduce_window_and_passes_gradient_to_the_maximum():
+    x = jax.random.normal(jax.random.PRNGKey(4), (2, 8, 6, 3))
+    want = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(model_lib._max_pool2(x), want)
+    grad = jax.grad(lambda v: model_lib._max_pool2(v).sum())(x)
+    # Without ties, each window's maximum gets gradient 1 and the other three get 0.
+    np.testing.assert_array_equal(grad, (x == jnp.repeat(jnp.repeat(want, 2, 1), 2, 2)).astype(x.dtype))
