@@ -57,6 +57,7 @@ def default_data_config() -> ml_collections.ConfigDict:
         shuffle_buffer=10_000,    # examples (JPEG bytes, not pixels)
         num_parallel_calls=-1,    # -1 = AUTOTUNE
         prefetch=2,               # batches; -1 = AUTOTUNE
+        threads=0,                # tf.data private thread pool size; 0 = TensorFlow's default (all cores)
     ))
 
 
@@ -201,9 +202,11 @@ def _num_examples(ds: tf.data.Dataset) -> int:
     return n
 
 
-def _options(ds: tf.data.Dataset) -> tf.data.Dataset:
+def _options(ds: tf.data.Dataset, data_config) -> tf.data.Dataset:
     options = tf.data.Options()
     options.deterministic = True
+    if int(data_config.threads) > 0:
+        options.threading.private_threadpool_size = int(data_config.threads)
     # Parallelism comes from the map's parallel calls; ops inside it stay single-threaded.
     options.threading.max_intra_op_parallelism = 1
     return ds.with_options(options)
@@ -233,7 +236,7 @@ def _train_batches(shard: tf.data.Dataset, num_examples: int, data_config, input
     ds = ds.map(lambda i, ex: preprocess(ex, i, data_config, input_size, True, seed, process_index),
                 num_parallel_calls=_autotune(data_config.num_parallel_calls), deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
-    return _options(ds.prefetch(_autotune(data_config.prefetch)))
+    return _options(ds.prefetch(_autotune(data_config.prefetch)), data_config)
 
 
 def train_dataset(builder, split: str, data_config, input_size: int, *, batch_size: int, seed: int,
@@ -291,7 +294,7 @@ def _eval_batches(shard: tf.data.Dataset, data_config, input_size: int, batch_si
     if num_batches is not None:
         zeros = {k: tf.zeros(spec.shape, spec.dtype) for k, spec in ds.element_spec.items()}
         ds = ds.concatenate(tf.data.Dataset.from_tensors(zeros).repeat()).take(num_batches)
-    return _options(ds.prefetch(_autotune(data_config.prefetch)))
+    return _options(ds.prefetch(_autotune(data_config.prefetch)), data_config)
 
 
 def _common_num_batches(shards: list[tf.data.Dataset], batch_size: int) -> int | None:
