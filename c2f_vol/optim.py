@@ -32,7 +32,7 @@ def make_schedule(optim: Mapping[str, Any], num_train_steps: int) -> optax.Sched
 
 
 def make_optimizer(optim: Mapping[str, Any], num_train_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optax chain: optional global-norm clipping, then the optimiser.
+    """The optax chain: optional global-norm clipping, then the optimiser, over the flattened parameters.
 
     RMSprop follows Torch7's defaults used by the paper (decay 0.99, eps 1e-8);
     weight decay is decoupled (AdamW-style) when `weight_decay` > 0.
@@ -57,4 +57,7 @@ def make_optimizer(optim: Mapping[str, Any], num_train_steps: int) -> tuple[opta
         raise ValueError(f"optim.name must be one of {OPTIMIZERS}; got {name!r}")
     clip = float(optim.get("grad_clip_norm", 0.0))
     tx = optax.chain(optax.clip_by_global_norm(clip), core) if clip > 0 else core
-    return tx, schedule
+    # One flat vector per optimiser slot instead of one array per parameter: the same update, but a
+    # few large fused operations and a few step arguments instead of hundreds (measured on the
+    # synthetic_cpu step with 2 CPU devices: 35.8 vs 37.9 ms median).
+    return optax.flatten(tx), schedule

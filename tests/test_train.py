@@ -217,31 +217,42 @@ def test_train_step_compiles_once(tiny_dataset, rng):
     assert trainer.train_step._cache_size() == 1
 
 
-def _final_loss_on_demo_schedule(data_dir, dtype: str) -> tuple[float, float]:
-    """Train the tiny model with make demo's optimiser schedule; (mean loss of the first 10 steps, of the last 10%)."""
+def _final_loss_on_demo_schedule(data_dir, dtype: str, seed: int) -> tuple[float, float]:
+    """Train the tiny model on make demo's schedule (optimiser, steps, batch size).
+
+    Returns (mean loss of the first 10 steps, mean loss of the last 10% of steps).
+    """
     from c2f_vol.data import pipeline
 
     demo = config_lib.load(str(REPO / "configs" / "synthetic_cpu.py"))
     overrides = {f"optim.{k}": v for k, v in demo.optim.items()}
-    config = _tiny_config(data_dir, **overrides, num_train_steps=demo.num_train_steps, **{"model.dtype": dtype})
+    config = _tiny_config(data_dir, **overrides, num_train_steps=demo.num_train_steps, batch_size=demo.batch_size,
+                          seed=seed, **{"model.dtype": dtype})
     trainer = train.Trainer(config)
     state = trainer.init_state()
     builder = pipeline.load_builder(config.data.name, config.data.data_dir)
     batches = pipeline.train_dataset(builder, "train", config.data, trainer.codec.input_size,
-                                     batch_size=config.batch_size, seed=config.seed).as_numpy_iterator()
+                                     batch_size=config.batch_size, seed=0).as_numpy_iterator()
     losses = []
     for _ in range(config.num_train_steps):
         state, metrics = trainer.train_step(state, trainer.put(next(batches)))
         losses.append(metrics["loss"])
     losses = np.asarray(jax.device_get(losses))
-    tenth = len(losses) // 10
-    return float(losses[:10].mean()), float(losses[-tenth:].mean())
+    return float(losses[:10].mean()), float(losses[-len(losses) // 10:].mean())
 
 
+@pytest.mark.slow
 def test_bfloat16_training_reaches_the_float32_loss(tiny_dataset):
-    """bf16 compute (float32 master weights) on the demo's schedule: final loss within 2% of float32's."""
-    f32_first, f32_last = _final_loss_on_demo_schedule(tiny_dataset, "float32")
-    bf16_first, bf16_last = _final_loss_on_demo_schedule(tiny_dataset, "bfloat16")
-    print(f"float32 {f32_first:.4f} -> {f32_last:.4f}; bfloat16 {bf16_first:.4f} -> {bf16_last:.4f}")
-    assert f32_last < 0.6 * f32_first and bf16_last < 0.6 * bf16_first  # both actually trained
-    assert abs(bf16_last - f32_last) / f32_last < 0.02, (f32_last, bf16_last)
+    """bf16 compute (float32 master weights) on the demo's schedule: final loss within 2% of float32's.
+
+    The final loss is averaged over three initialisations (the data order is the same): one run's final
+    loss moves by about 1% with the path SGD takes, measured between float32 runs of different seeds.
+    """
+    runs = {dtype: [_final_loss_on_demo_schedule(tiny_dataset, dtype, seed) for seed in (0, 1, 2)]
+            for dtype in ("float32", "bfloat16")}
+    for dtype, rows in runs.items():
+        for first, last in rows:
+            assert last < 0.6 * first, (dtype, first, last)  # every run actually trained
+    f32, bf16 = (float(np.mean([last for _, last in runs[k]])) for k in ("float32", "bfloat16"))
+    print(f"final loss: float32 {f32:.4f}, bfloat16 {bf16:.4f} ({100 * (bf16 - f32) / f32:+.2f}%)")
+    assert abs(bf16 - f32) / f32 < 0.02, runs
