@@ -38,7 +38,16 @@ class Manager:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}; train first (tools/train.py --workdir=...)")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:
+            return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        except ValueError as e:
+            if "structure" not in str(e).lower():  # orbax words tree mismatches in several ways
+                raise
+            raise ValueError(
+                f"the checkpoint at step {step} in {self.directory} has a different layout from this config's "
+                "train state (another model or optimiser config, or a c2f_vol version before the optimiser "
+                "state was flattened). Train in a new workdir, or move that checkpoints folder away. "
+                f"orbax said: {str(e)[:300]}") from e
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()

@@ -256,3 +256,12 @@ def test_bfloat16_training_reaches_the_float32_loss(tiny_dataset):
     f32, bf16 = (float(np.mean([last for _, last in runs[k]])) for k in ("float32", "bfloat16"))
     print(f"final loss: float32 {f32:.4f}, bfloat16 {bf16:.4f} ({100 * (bf16 - f32) / f32:+.2f}%)")
     assert abs(bf16 - f32) / f32 < 0.02, runs
+
+
+def test_restoring_a_checkpoint_of_another_layout_says_what_to_do(tmp_path):
+    manager = checkpoint.Manager(str(tmp_path / "ckpt"), 2)
+    manager.save(1, {"params": {"w": np.ones(3, np.float32)}, "opt": [np.zeros(3, np.float32)]}, force=True)
+    manager.wait()
+    with pytest.raises(ValueError, match="different layout.*new workdir"):
+        manager.restore(1, {"params": {"w": np.ones(3, np.float32)}, "opt": np.zeros(3, np.float32)})
+    manager.close()
