@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from etils import epath
 
 from c2f_vol import skeleton
 
@@ -30,3 +31,18 @@ def example_features() -> tfds.features.FeaturesDict:
         "camera": tfds.features.Text(),
         "frame": tfds.features.Scalar(dtype=tf.int32),
     })
+
+
+class OwnCodePath:
+    """Mixin for this project's TFDS builders: `code_path` is the file that defines the builder.
+
+    TFDS's own lookup needs the `importlib_resources` backport (not a dependency);
+    the path only locates an optional checksums file beside the builder.
+    """
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        import inspect
+
+        return epath.Path(inspect.getfile(cls))

@@ -52,7 +52,6 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from etils import epath
 
 from c2f_vol import camera, skeleton
 from c2f_vol.data import features
@@ -288,7 +287,7 @@ class Human36mConfig(tfds.core.BuilderConfig):
 _SPLIT_SUBJECTS = {"train": files.TRAIN_SUBJECTS, "test": files.TEST_SUBJECTS}
 
 
-class Human36m(tfds.core.GeneratorBasedBuilder):
+class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
     """Human3.6M person crops with 17 2D/3D joints and crop intrinsics."""
 
     name = "human36m"
@@ -315,13 +314,6 @@ class Human36m(tfds.core.GeneratorBasedBuilder):
     exist. Pass that folder as manual_dir
     (tfds.download.DownloadConfig(manual_dir=...)). Nothing is ever downloaded.
     """
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # TFDS's own lookup needs the `importlib_resources` backport (not a
-        # dependency); the path only locates an optional checksums file.
-        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -36,7 +36,6 @@ import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from c2f_vol import camera, skeleton
 from c2f_vol.data import features
@@ -252,7 +251,7 @@ def make_example(config: C2fSyntheticConfig, split: str, index: int, clips=None)
 # The builder.
 
 
-class C2fSynthetic(tfds.core.GeneratorBasedBuilder):
+class C2fSynthetic(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
     """Synthetic people: rendered whole frames with 17 2D/3D joints and intrinsics."""
 
     name = "c2f_synthetic"
@@ -284,13 +283,6 @@ class C2fSynthetic(tfds.core.GeneratorBasedBuilder):
     CMU Graphics Lab Motion Capture Database (mocap.cs.cmu.edu) has them; the project's
     ../shared/data/mocap holds three. Nothing is ever downloaded.
     """
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # TFDS's own lookup needs the `importlib_resources` backport (not a
-        # dependency); the path only locates an optional checksums file.
-        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
