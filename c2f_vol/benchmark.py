@@ -168,39 +168,88 @@ def benchmark_train(config, *, steps: int = 20, warmup: int = 3, peak_tflops: fl
 # Input pipeline.
 
 
-def synthetic_examples(num: int, frame_size: int, seed: int = 0):
-    """`num` rendered synthetic frames of frame_size² as contract examples (JPEG bytes) in a tf.data.Dataset.
+# Human3.6M's videos are 1000 x 1000 (two cameras 1000 x 1002); its builder stores person crops of them.
+H36M_FRAME_SIZE = 1000
 
-    Used when the config's dataset is not prepared: the pipeline's cost depends on the
-    stored frame size (decoding), so pass the frame size of the data you will train on
-    (Human3.6M: 1000).
-    """
+
+def _encode_jpeg(image: np.ndarray) -> bytes:
+    """RGB uint8 -> JPEG bytes at quality 95, as TFDS's Image feature stores them."""
     import cv2
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a synthetic frame as JPEG")
+    return buf.tobytes()
+
+
+def _builder_config(builder_cls, name: str):
+    """The BuilderConfig `name` of a TFDS builder class ('' = its default)."""
+    configs = {c.name: c for c in builder_cls.BUILDER_CONFIGS}
+    name = name or builder_cls.DEFAULT_CONFIG_NAME
+    if name not in configs:
+        raise ValueError(f"{builder_cls.name} has no config named {name!r} (known: {', '.join(sorted(configs))})")
+    return configs[name]
+
+
+def stand_in_examples(data_name: str, num: int, seed: int = 0, frame_size: int = 0):
+    """`num` rendered examples shaped like what the dataset `data_name` stores, as a tf.data.Dataset.
+
+    The pipeline's cost is mostly decoding, so it depends on the stored image:
+      * c2f_synthetic/<config>: whole frames of that builder config's image_size;
+      * human36m[/<config>]: person crops of that builder config (crop_size², box
+        margin) cut from 1000² rendered frames, the way the builder cuts them from
+        the videos;
+      * frame_size > 0: whole frames of frame_size², whatever the dataset (for
+        data you store as full frames yourself).
+    Returns the dataset and a description of what it holds.
+    """
     import tensorflow as tf
 
+    from c2f_vol import camera
+    from c2f_vol.data import human36m
     from c2f_vol.data.synthetic import builder as synth
 
-    cfg = synth.C2fSyntheticConfig(name=f"bench{frame_size}", train_size=num, test_size=1,
-                                   image_size=(frame_size, frame_size), seed=seed)
+    family, _, variant = data_name.partition("/")
+    crop = None
+    if frame_size > 0:
+        image_size = (frame_size, frame_size)
+        what = f"synthetic {frame_size}x{frame_size} frames"
+    elif family == synth.C2fSynthetic.name:
+        image_size = _builder_config(synth.C2fSynthetic, variant).image_size
+        what = f"synthetic {image_size[1]}x{image_size[0]} frames, as {data_name} stores them"
+    elif family == human36m.Human36m.name:
+        crop = _builder_config(human36m.Human36m, variant)
+        image_size = (H36M_FRAME_SIZE, H36M_FRAME_SIZE)
+        what = (f"{crop.crop_size}x{crop.crop_size} person crops (box margin {crop.box_margin}) of synthetic "
+                f"{H36M_FRAME_SIZE}x{H36M_FRAME_SIZE} frames, as human36m stores them")
+    else:
+        raise ValueError(f"no stand-in for dataset {data_name!r}: prepare it in config.data.data_dir, or pass "
+                         f"frame_size > 0 for whole synthetic frames of that side")
+    cfg = synth.C2fSyntheticConfig(name="bench", train_size=num, test_size=1, image_size=image_size, seed=seed)
     cols: dict[str, list] = {}
     for i in range(num):
         ex = synth.make_example(cfg, "train", i)
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(ex["image"], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:
-            raise RuntimeError("OpenCV failed to encode a synthetic frame as JPEG")
-        ex["image"] = buf.tobytes()
+        if crop is not None:
+            affine = human36m.crop_affines(ex["joints_2d"][None].astype(np.float64), crop.crop_size,
+                                           crop.box_margin)[0]
+            ex["image"] = human36m.crop_frame(ex["image"], affine, crop.crop_size)
+            ex["joints_2d"] = camera.apply_affine(affine, ex["joints_2d"]).astype(np.float32)
+            ex["intrinsics"] = human36m.crop_intrinsics(ex["intrinsics"], affine[None])[0].astype(np.float32)
+        ex["image"] = _encode_jpeg(ex["image"])
         for k, v in ex.items():
             cols.setdefault(k, []).append(v)
-    return tf.data.Dataset.from_tensor_slices({k: (v if k == "image" else np.stack(v)) for k, v in cols.items()})
+    ds = tf.data.Dataset.from_tensor_slices({k: (v if k == "image" else np.stack(v)) for k, v in cols.items()})
+    return ds, f"{num} JPEG {what}, in memory"
 
 
-def benchmark_pipeline(config, *, threads: int, batches: int = 50, frame_size: int = 1000,
+def benchmark_pipeline(config, *, threads: int, batches: int = 50, frame_size: int = 0,
                        num_examples: int = 64) -> dict:
     """Images/s of the full training pipeline (read, decode, augment, warp, batch) alone.
 
     Reads the config's dataset when it is prepared in config.data.data_dir;
-    otherwise `num_examples` synthetic frames of frame_size² held in memory
-    (the JSON's `source` says which). `threads` bounds tf.data's thread pool.
+    otherwise `num_examples` rendered stand-ins for it held in memory
+    (`stand_in_examples`; the JSON's `source` says which). `threads` bounds
+    tf.data's thread pool.
     """
     from c2f_vol.codec import VolumeCodec
     from c2f_vol.data import pipeline
@@ -217,15 +266,14 @@ def benchmark_pipeline(config, *, threads: int, batches: int = 50, frame_size: i
         builder = pipeline.load_builder(config.data.name, config.data.data_dir)
     except FileNotFoundError:
         builder = None
-    if builder is not None:
+    if builder is not None and frame_size <= 0:
         ds = pipeline.train_dataset(builder, config.data.train_split, data_config, size, batch_size=batch_size,
                                     seed=config.seed)
         source = f"{config.data.name}:{config.data.train_split} in {builder.data_dir}"
     else:
-        examples = synthetic_examples(num_examples, frame_size, config.seed).cache()
-        ds = pipeline.train_dataset_from_examples(examples, data_config, size, batch_size=batch_size,
+        examples, source = stand_in_examples(config.data.name, num_examples, config.seed, frame_size)
+        ds = pipeline.train_dataset_from_examples(examples.cache(), data_config, size, batch_size=batch_size,
                                                   seed=config.seed)
-        source = f"{num_examples} synthetic {frame_size}x{frame_size} JPEG frames in memory"
     ips = pipeline.measure_throughput(ds, batches)
     return {"section": "pipeline", "threads": threads, "batch_size": batch_size, "input_size": size,
             "source": source, "batches": batches, "images_per_sec": ips,

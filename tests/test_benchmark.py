@@ -4,9 +4,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from c2f_vol import benchmark, config as config_lib
+from c2f_vol import benchmark, camera, config as config_lib
 from conftest import REPO
 
 TINY = str(REPO / "configs" / "synthetic_cpu.py:tiny")
@@ -65,6 +66,27 @@ def test_pipeline_reads_the_prepared_dataset_or_renders_frames(tiny_dataset, tmp
     assert rendered["images_per_sec_per_thread"] == pytest.approx(rendered["images_per_sec"] / 2)
     with pytest.raises(ValueError, match="threads"):
         benchmark.benchmark_pipeline(_tiny(), threads=0)
+
+
+def test_stand_ins_are_shaped_like_the_stored_dataset():
+    import tensorflow as tf
+
+    crops, what = benchmark.stand_in_examples("human36m", 2, seed=1)
+    assert "256x256 person crops" in what
+    for ex in crops.as_numpy_iterator():
+        assert tf.io.decode_jpeg(ex["image"]).shape == (256, 256, 3)
+        # The builder's box: the joints' larger extent is 1 / (1 + 2 * 0.25) of the side, centred.
+        lo, hi = ex["joints_2d"].min(0), ex["joints_2d"].max(0)
+        assert (hi - lo).max() == pytest.approx(256 / 1.5, rel=1e-3)
+        np.testing.assert_allclose((lo + hi) / 2, [127.5, 127.5], atol=0.05)
+        # The crop's intrinsics still project the 3D joints onto the 2D joints (the renderer has no distortion).
+        np.testing.assert_allclose(camera.project(ex["joints_3d"], ex["intrinsics"]), ex["joints_2d"], atol=0.05)
+    frames, what = benchmark.stand_in_examples("c2f_synthetic/tiny", 1)
+    assert "96x96 frames" in what and tf.io.decode_jpeg(next(iter(frames))["image"]).shape == (96, 96, 3)
+    with pytest.raises(ValueError, match="no config named 'huge'.*procedural"):
+        benchmark.stand_in_examples("c2f_synthetic/huge", 1)
+    with pytest.raises(ValueError, match="frame_size"):
+        benchmark.stand_in_examples("coco", 1)
 
 
 def test_inference_times_jax_and_the_reloaded_savedmodel():

@@ -25,7 +25,9 @@ flags.DEFINE_float("peak_tflops", 0.0, "Device peak in TFLOP/s for utilisation (
 flags.DEFINE_string("profile_dir", None, "Write a jax.profiler trace of 3 train steps here.")
 flags.DEFINE_list("threads", ["1"], "tf.data thread counts to measure the pipeline at.")
 flags.DEFINE_integer("pipeline_batches", 50, "Batches timed per pipeline measurement.")
-flags.DEFINE_integer("frame_size", 1000, "Side of the synthetic frames used when the dataset is not prepared.")
+flags.DEFINE_integer("frame_size", 0, "When the dataset is not prepared, the pipeline reads rendered stand-ins shaped like "
+                     "what the config's dataset stores (human36m: 256² person crops); > 0 renders whole frames of "
+                     "this side instead (and is used even when the dataset is prepared).")
 flags.DEFINE_integer("host_cores", 16, "Cores of the GPU host, for the pipeline-vs-train-step projection.")
 flags.DEFINE_list("inference_batch_sizes", ["1", "32"], "Batch sizes for the inference section.")
 flags.DEFINE_string("saved_model", None, "Time this exported SavedModel (default: export the benchmark's model).")

@@ -223,6 +223,12 @@ def crop_affines(joints2d_px: np.ndarray, crop_size: int, box_margin: float) -> 
     return camera.crop_affine((lo + hi) / 2.0, side, crop_size)
 
 
+def crop_frame(frame: np.ndarray, affine: np.ndarray, crop_size: int) -> np.ndarray:
+    """The stored crop of one frame: bilinear, black where the box leaves the frame."""
+    return cv2.warpAffine(frame, affine, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
 def crop_intrinsics(intrinsics: np.ndarray, affines: np.ndarray) -> np.ndarray:
     """Pinhole intrinsics (fx, fy, cx, cy) of crops made by axis-aligned affines.
 
@@ -419,9 +425,7 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
                     logging.warning("human36m: %s stopped decoding at frame %d of %d", seq.video, index, n)
                     return
                 i = index // stride
-                crop = cv2.warpAffine(frame_bgr, affines[i], (config.crop_size, config.crop_size),
-                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                      borderValue=(0, 0, 0))
+                crop = crop_frame(frame_bgr, affines[i], config.crop_size)
                 yield index, {
                     "image": np.ascontiguousarray(crop[..., ::-1]),
                     "joints_2d": joints_2d[i].astype(np.float32),
