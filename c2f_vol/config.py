@@ -10,7 +10,7 @@ import ml_collections
 
 
 def base_config() -> ml_collections.ConfigDict:
-    from c2f_vol.data import pipeline
+    from c2f_vol.data import data_config
 
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -40,7 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
         weight_decay=0.0, grad_clip_norm=0.0, rmsprop_decay=0.99, b1=0.9, b2=0.999, eps=1e-8))
 
     # Data (c2f_vol.data.pipeline).
-    c.data = pipeline.default_data_config()
+    c.data = data_config.default_data_config()
 
     # Loop.
     c.batch_size = 4             # global, across all devices and hosts
