@@ -192,7 +192,7 @@ def _builder_config(builder_cls, name: str):
 
 
 def stand_in_examples(data_name: str, num: int, seed: int = 0, frame_size: int = 0):
-    """`num` rendered examples shaped like what the dataset `data_name` stores, as a tf.data.Dataset.
+    """`num` rendered examples shaped like what the dataset `data_name` stores, held in memory.
 
     The pipeline's cost is mostly decoding, so it depends on the stored image:
       * c2f_synthetic/<config>: whole frames of that builder config's image_size;
@@ -201,7 +201,7 @@ def stand_in_examples(data_name: str, num: int, seed: int = 0, frame_size: int =
         the videos;
       * frame_size > 0: whole frames of frame_size², whatever the dataset (for
         data you store as full frames yourself).
-    Returns the dataset and a description of what it holds.
+    Returns (a tf.data.Dataset of contract examples with JPEG images, a description of them).
     """
     import tensorflow as tf
 
