@@ -168,10 +168,6 @@ def benchmark_train(config, *, steps: int = 20, warmup: int = 3, peak_tflops: fl
 # Input pipeline.
 
 
-# Human3.6M's videos are 1000 x 1000 (two cameras 1000 x 1002); its builder stores person crops of them.
-H36M_FRAME_SIZE = 1000
-
-
 def _encode_jpeg(image: np.ndarray) -> bytes:
     """RGB uint8 -> JPEG bytes at quality 95, as TFDS's Image feature stores them."""
     import cv2
@@ -197,8 +193,8 @@ def stand_in_examples(data_name: str, num: int, seed: int = 0, frame_size: int =
     The pipeline's cost is mostly decoding, so it depends on the stored image:
       * c2f_synthetic/<config>: whole frames of that builder config's image_size;
       * human36m[/<config>]: person crops of that builder config (crop_size², box
-        margin) cut from 1000² rendered frames, the way the builder cuts them from
-        the videos;
+        margin) cut from rendered frames of a Human3.6M camera's size, the way the
+        builder cuts them from the videos;
       * frame_size > 0: whole frames of frame_size², whatever the dataset (for
         data you store as full frames yourself).
     Returns (a tf.data.Dataset of contract examples with JPEG images, a description of them).
@@ -219,9 +215,10 @@ def stand_in_examples(data_name: str, num: int, seed: int = 0, frame_size: int =
         what = f"synthetic {image_size[1]}x{image_size[0]} frames, as {data_name} stores them"
     elif family == human36m.Human36m.name:
         crop = _builder_config(human36m.Human36m, variant)
-        image_size = (H36M_FRAME_SIZE, H36M_FRAME_SIZE)
+        cam = next(iter(camera.H36M_CAMERAS.values()))  # the video frames the builder crops from
+        image_size = (cam.height, cam.width)
         what = (f"{crop.crop_size}x{crop.crop_size} person crops (box margin {crop.box_margin}) of synthetic "
-                f"{H36M_FRAME_SIZE}x{H36M_FRAME_SIZE} frames, as human36m stores them")
+                f"{cam.width}x{cam.height} frames, as human36m stores them")
     else:
         raise ValueError(f"no stand-in for dataset {data_name!r}: prepare it in config.data.data_dir, or pass "
                          f"frame_size > 0 for whole synthetic frames of that side")
@@ -230,11 +227,11 @@ def stand_in_examples(data_name: str, num: int, seed: int = 0, frame_size: int =
     for i in range(num):
         ex = synth.make_example(cfg, "train", i)
         if crop is not None:
-            affine = human36m.crop_affines(ex["joints_2d"][None].astype(np.float64), crop.crop_size,
-                                           crop.box_margin)[0]
-            ex["image"] = human36m.crop_frame(ex["image"], affine, crop.crop_size)
-            ex["joints_2d"] = camera.apply_affine(affine, ex["joints_2d"]).astype(np.float32)
-            ex["intrinsics"] = human36m.crop_intrinsics(ex["intrinsics"], affine[None])[0].astype(np.float32)
+            affines, joints_2d, intrinsics = human36m.crop_geometry(
+                ex["joints_2d"][None].astype(np.float64), ex["intrinsics"], crop.crop_size, crop.box_margin)
+            ex["image"] = human36m.crop_frame(ex["image"], affines[0], crop.crop_size)
+            ex["joints_2d"] = joints_2d[0].astype(np.float32)
+            ex["intrinsics"] = intrinsics[0].astype(np.float32)
         ex["image"] = _encode_jpeg(ex["image"])
         for k, v in ex.items():
             cols.setdefault(k, []).append(v)
@@ -298,7 +295,7 @@ def _saved_model_dir(trainer, state, path: str | None):
 
 
 def benchmark_inference(config, *, batch_sizes=(1, 32), steps: int = 20, warmup: int = 3,
-                        saved_model: str | None = None, include_saved_model: bool = True) -> list[dict]:
+                        saved_model: str | None = None) -> list[dict]:
     """Images/s and per-batch latency of the jitted JAX model and of the reloaded SavedModel.
 
     Both run the `serving_default` computation (crop-frame joints and confidence)
@@ -319,17 +316,13 @@ def benchmark_inference(config, *, batch_sizes=(1, 32), steps: int = 20, warmup:
     variables = jax.device_put(export.variables_of(state), jax.local_devices()[0])
     rng = np.random.default_rng(config.seed)
     rows = []
-    with contextlib.ExitStack() as stack:
-        serve = None
-        if include_saved_model:
-            path = stack.enter_context(_saved_model_dir(trainer, state, saved_model))
-            serve = tf.saved_model.load(path).signatures["serving_default"]
+    with _saved_model_dir(trainer, state, saved_model) as path:
+        serve = tf.saved_model.load(path).signatures["serving_default"]
         for b in batch_sizes:
             images = rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8)
-            calls = {"jax": lambda: jax.device_get(jax_fn(variables, images))}
-            if serve is not None:
-                images_tf = tf.constant(images)
-                calls["savedmodel"] = lambda: serve(images=images_tf)["joints"].numpy()
+            images_tf = tf.constant(images)
+            calls = {"jax": lambda: jax.device_get(jax_fn(variables, images)),
+                     "savedmodel": lambda: serve(images=images_tf)["joints"].numpy()}
             for runtime, times in time_interleaved(calls, steps, warmup, rounds=min(4, steps)).items():
                 rows.append({"section": "inference", "runtime": runtime, "batch_size": b, **_summary(times, b),
                              "latency_ms": 1000 * statistics.median(times)})

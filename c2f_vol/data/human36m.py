@@ -223,6 +223,16 @@ def crop_affines(joints2d_px: np.ndarray, crop_size: int, box_margin: float) -> 
     return camera.crop_affine((lo + hi) / 2.0, side, crop_size)
 
 
+def crop_geometry(joints2d_px: np.ndarray, intrinsics: np.ndarray, crop_size: int, box_margin: float):
+    """Where the stored crops lie: (affines (N, 2, 3), joints (N, J, 2) in crop pixels, intrinsics (N, 4)).
+
+    `crop_affines` boxes, the joints mapped through them and the crops' pinhole
+    intrinsics (`crop_intrinsics`), for frames whose joints are (N, J, 2) pixels.
+    """
+    affines = crop_affines(joints2d_px, crop_size, box_margin)
+    return affines, camera.apply_affine(affines, joints2d_px), crop_intrinsics(intrinsics, affines)
+
+
 def crop_frame(frame: np.ndarray, affine: np.ndarray, crop_size: int) -> np.ndarray:
     """The stored crop of one frame: bilinear, black where the box leaves the frame."""
     return cv2.warpAffine(frame, affine, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
@@ -409,10 +419,10 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
             n = _common_length(seq, n_video, len(pose3d), len(pose2d))
             pose3d, pose2d = self._fix_sides(seq, pose3d[:n], pose2d[:n], cam, sides)
             kept = np.arange(0, n, stride)
-            affines = crop_affines(pose2d[kept], config.crop_size, config.box_margin)
-            joints_2d = skeleton.from_h36m32(camera.apply_affine(affines, pose2d[kept]))
+            affines, joints_2d, intrinsics = crop_geometry(pose2d[kept], cam.intrinsics, config.crop_size,
+                                                           config.box_margin)
+            joints_2d = skeleton.from_h36m32(joints_2d)
             joints_3d = skeleton.from_h36m32(pose3d[kept])
-            intrinsics = crop_intrinsics(cam.intrinsics, affines)
             for index in range(n):
                 # grab() skips decoding-to-BGR of frames the stride leaves out.
                 if not capture.grab():
