@@ -14,6 +14,30 @@ Coordinates
 
 Training, evaluation, export and prediction all go through one `VolumeCodec`
 built from the config's `codec` block, so targets and decoding cannot drift.
+
+Targets (`target`)
+  * 'continuous': a Gaussian of `sigma` voxels centred on the exact sub-voxel
+    position (z sigma scaled to each level's resolution, see `sigma_z`).
+  * 'paper': what the released c2f-vol code draws: a Gaussian of relative
+    sigma 0.25 over a `paper_window`-voxel window (13 at a 64-voxel heatmap:
+    sigma 3.25), centred on the joint's voxel (nearest voxel centre),
+    truncated to the window, peak 1; in z a window of
+    2 * floor(((paper_window - 1) * D / W + 1) / 2) + 1 bins of the same
+    relative sigma, i.e. 13 bins at D = 64 and one-hot at D <= 4.
+
+Decoders (`decoder`; `decode_logits` is the only place logits become coordinates)
+  * 'soft_argmax': one softmax over each joint's whole volume, then the
+    expected (x, y, z): integral regression. Right for a model trained with
+    the integral loss (or the mix), whose logits are a log-density.
+  * 'argmax_local': the paper's argmax, refined per axis by a quadratic fit of
+    the log-heatmap through the peak voxel and its two neighbours (exact for a
+    Gaussian peak). Right for the heatmap (MSE) loss, whose output is a
+    Gaussian of peak 1 over a near-zero background: one softmax over such a
+    volume is almost flat and the soft-argmax lands near the centre.
+    Measured on noisy Gaussian volumes (sigma 2 voxels, noise 0.02, 200
+    draws): mean 3-D error 0.50 voxel for plain argmax, 0.29 for the centroid
+    of a 5^3 window, 0.40 for a windowed softmax, 0.13 for the quadratic fit.
+  `decoder_for_loss` gives the default for a loss kind (config value 'auto').
 """
 
 from __future__ import annotations
@@ -24,6 +48,20 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from c2f_vol import camera
+
+
+TARGETS = ("continuous", "paper")
+DECODERS = ("soft_argmax", "argmax_local")
+# The decoder that matches what each loss kind trains the logits to be.
+DECODER_FOR_LOSS = {"heatmap": "argmax_local", "integral": "soft_argmax", "both": "soft_argmax"}
+
+
+def decoder_for_loss(loss_kind: str | None) -> str:
+    """The default decoder of a loss kind: argmax_local for the heatmap MSE, soft_argmax otherwise."""
+    if loss_kind not in DECODER_FOR_LOSS:
+        raise ValueError(f"codec decoder 'auto' follows loss.kind, which must be one of "
+                         f"{sorted(DECODER_FOR_LOSS)}; got {loss_kind!r}")
+    return DECODER_FOR_LOSS[loss_kind]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +77,9 @@ class VolumeCodec:
       sigma_z_min: smallest z sigma in bins; the z sigma is `sigma` scaled to
         each level's resolution (sigma * D / max(D)) and floored here, so a
         coarse level's target is effectively one bin wide.
+      target: 'continuous' or 'paper' heatmap targets (module docstring).
+      paper_window: side of the paper target's window in x and y, in voxels.
+      decoder: 'soft_argmax' or 'argmax_local' (module docstring).
     """
 
     input_size: int = 256
@@ -47,6 +88,9 @@ class VolumeCodec:
     depth_range_mm: float = 1000.0
     sigma: float = 2.0
     sigma_z_min: float = 0.5
+    target: str = "continuous"
+    paper_window: int = 13
+    decoder: str = "soft_argmax"
 
     def __post_init__(self):
         hw = self.heatmap_size
@@ -62,16 +106,33 @@ class VolumeCodec:
             raise ValueError(
                 "depth_range_mm, sigma and input_size must be positive; got "
                 f"{self.depth_range_mm}, {self.sigma}, {self.input_size}")
+        if self.target not in TARGETS:
+            raise ValueError(f"codec target must be one of {TARGETS}; got {self.target!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"codec decoder must be one of {DECODERS} (or 'auto' in a config, which follows "
+                             f"loss.kind); got {self.decoder!r}")
+        if self.paper_window < 1 or self.paper_window % 2 == 0:
+            raise ValueError(f"codec paper_window must be an odd number of voxels >= 1; got {self.paper_window}")
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "VolumeCodec":
-        """Build from a config block with the dataclass's field names."""
+    def from_config(cls, config: Mapping[str, Any], loss_kind: str | None = None) -> "VolumeCodec":
+        """Build from a config block with the dataclass's field names.
+
+        decoder 'auto' resolves through `decoder_for_loss(loss_kind)`.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         given = dict(config.items()) if hasattr(config, "items") else dict(config)
         unknown = set(given) - names
         if unknown:
             raise ValueError(f"unknown codec config keys {sorted(unknown)}; expected a subset of {sorted(names)}")
+        if given.get("decoder") == "auto":
+            given["decoder"] = decoder_for_loss(loss_kind)
         return cls(**given)
+
+    @classmethod
+    def for_experiment(cls, config: Mapping[str, Any]) -> "VolumeCodec":
+        """The codec of a full experiment config (codec block; 'auto' decoder from loss.kind)."""
+        return cls.from_config(config["codec"], config["loss"]["kind"])
 
     # -- scalar conventions --------------------------------------------------
 
@@ -167,36 +228,110 @@ class VolumeCodec:
 
     # -- on-device volume ops (JAX) ------------------------------------------
 
-    def gaussian_targets(self, coords, level: int, dtype=None):
-        """Unnormalised separable Gaussian volumes around voxel coordinates.
+    def paper_window_z(self, level: int) -> int:
+        """The paper target's window in z at `level`, in bins (13 at D = 64, 1 at D <= 4 for a 64-voxel heatmap)."""
+        d, w = self.depth_bins[level], self.heatmap_size[1]
+        return 2 * int(((self.paper_window - 1) * d / w + 1) // 2) + 1
+
+    def gaussian_targets(self, coords, level: int, dtype=None, target: str | None = None):
+        """Unnormalised separable Gaussian volumes (peak 1) around voxel coordinates.
 
         Built from 1-D profiles inside the caller's jit; nothing is carried by
-        the input pipeline.
+        the input pipeline. `target` overrides the codec's target kind.
 
         Args:
           coords: (B, J, 3) or (B, J, 2) voxel coordinates of `level`.
         Returns:
-          (B, J, D, H, W), peak 1 where a joint sits on a voxel centre.
+          (B, J, D, H, W); 'continuous' peaks at 1 where a joint sits on a voxel
+          centre, 'paper' peaks at exactly 1 on the joint's voxel and is 0
+          outside its window (all 0 for a joint whose voxel is outside the volume).
         """
         import jax.numpy as jnp
 
         dtype = dtype or jnp.float32
+        target = target or self.target
         h, w = self.heatmap_size
         d = self.depth_bins[level]
         coords = jnp.asarray(coords, jnp.float32)
 
-        def profile(c, n, s):
+        def profile(c, n, s, half=None):
             grid = jnp.arange(n, dtype=jnp.float32)
-            return jnp.exp(-0.5 * ((grid - c[..., None]) / s) ** 2)
+            if half is None:
+                return jnp.exp(-0.5 * ((grid - c[..., None]) / s) ** 2)
+            off = grid - jnp.floor(c[..., None] + 0.5)  # distance to the joint's voxel centre
+            return jnp.where(jnp.abs(off) <= half, jnp.exp(-0.5 * (off / s) ** 2), 0.0)
 
-        gx = profile(coords[..., 0], w, self.sigma)
-        gy = profile(coords[..., 1], h, self.sigma)
+        if target == "paper":
+            win_xy, win_z = self.paper_window, self.paper_window_z(level)
+            xy_args, z_args = (0.25 * win_xy, (win_xy - 1) // 2), (0.25 * win_z, (win_z - 1) // 2)
+        else:
+            xy_args, z_args = (self.sigma,), (self.sigma_z(level),)
+        gx = profile(coords[..., 0], w, *xy_args)
+        gy = profile(coords[..., 1], h, *xy_args)
         if d == 1:
             gz = jnp.ones(coords.shape[:-1] + (1,), jnp.float32)
         else:
-            gz = profile(coords[..., 2], d, self.sigma_z(level))
+            gz = profile(coords[..., 2], d, *z_args)
         vol = gz[..., :, None, None] * gy[..., None, :, None] * gx[..., None, None, :]
         return vol.astype(dtype)
+
+    def decode_logits(self, logits):
+        """A level's logits -> voxel coordinates and a confidence, by the codec's decoder.
+
+        The one decoding path: evaluation, export, prediction, the flip test and
+        training-time evaluation all call this.
+
+        Args:
+          logits: (B, J, D, H, W) (any leading dims).
+        Returns:
+          coords (B, J, 3) voxel (x, y, z), or (B, J, 2) where D = 1;
+          confidence (B, J) in [0, 1].
+        """
+        if self.decoder == "argmax_local":
+            return self.argmax_local(logits)
+        return self.soft_argmax(logits), self.confidence(logits)
+
+    def argmax_local(self, logits):
+        """The paper's argmax, refined by a per-axis quadratic fit of the log-heatmap.
+
+        Through the peak voxel's value b and its neighbours a (-1) and c (+1)
+        along an axis, log-values fit a parabola whose vertex is at
+        0.5 (log a - log c) / (log a - 2 log b + log c); that is exact for a
+        Gaussian peak. The offset is kept within half a voxel, and an axis
+        whose peak is at the border, or whose fit is not a maximum, keeps the
+        integer position.
+
+        Args:
+          logits: (B, J, D, H, W) heatmap volumes (any leading dims).
+        Returns:
+          coords (B, J, 3) or (B, J, 2) where D = 1; confidence (B, J): the
+          peak value clipped to [0, 1] (the heatmap target's peak is 1).
+        """
+        import jax.numpy as jnp
+
+        v = jnp.asarray(logits).astype(jnp.float32)
+        *lead, d, h, w = v.shape
+        flat = v.reshape(*lead, d * h * w)
+        idx = jnp.argmax(flat, axis=-1)
+        peak = jnp.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+        z, y, x = jnp.unravel_index(idx, (d, h, w))
+        log = lambda t: jnp.log(jnp.maximum(t, 1e-6))  # noqa: E731
+        coords = []
+        for pos, n, stride in ((x, w, 1), (y, h, w), (z, d, h * w)):
+            if n == 1:
+                coords.append(pos.astype(jnp.float32))
+                continue
+            inside = (pos > 0) & (pos < n - 1)
+            lo = jnp.take_along_axis(flat, jnp.where(inside, idx - stride, idx)[..., None], axis=-1)[..., 0]
+            hi = jnp.take_along_axis(flat, jnp.where(inside, idx + stride, idx)[..., None], axis=-1)[..., 0]
+            la, lb, lc = log(lo), log(peak), log(hi)
+            den = la - 2.0 * lb + lc
+            ok = inside & (den < 0)
+            off = jnp.clip(0.5 * (la - lc) / jnp.where(ok, den, -1.0), -0.5, 0.5)
+            coords.append(pos.astype(jnp.float32) + jnp.where(ok, off, 0.0))
+        if d == 1:
+            coords = coords[:2]
+        return jnp.stack(coords, axis=-1), jnp.clip(peak, 0.0, 1.0)
 
     def soft_argmax(self, logits):
         """Integral decoding: one softmax over each joint's whole volume.

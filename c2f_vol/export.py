@@ -39,7 +39,10 @@ def variables_of(state: dict) -> dict:
 
 
 def make_crop_fn(trainer):
-    """Pure JAX: (variables, images) -> (joints (b, J, 3) crop px + depth mm, confidence (b, J))."""
+    """Pure JAX: (variables, images) -> (joints (b, J, 3) crop px + depth mm, confidence (b, J)).
+
+    The last stack's logits are decoded by the codec's decoder (`VolumeCodec.decode_logits`).
+    """
     codec = trainer.codec
     level = codec.num_levels - 1
 
@@ -47,10 +50,11 @@ def make_crop_fn(trainer):
         model = trainer.model_from(variables["params"], variables["batch_stats"])
         model.eval()
         logits = model(images)[level]
-        uv, depth = codec.decode(codec.soft_argmax(logits), level)
+        coords, conf = codec.decode_logits(logits)
+        uv, depth = codec.decode(coords, level)
         if depth is None:
             depth = jnp.zeros(uv.shape[:-1], jnp.float32)
-        return jnp.concatenate([uv, depth[..., None]], axis=-1), codec.confidence(logits)
+        return jnp.concatenate([uv, depth[..., None]], axis=-1), conf
 
     return fn
 

@@ -109,9 +109,13 @@ class CheckpointPredictor:
                 "joints_image": np.asarray(image_uv[0]), "confidence": np.asarray(conf[0])}
 
     def volume_slice(self, crop, joint: int) -> tuple[np.ndarray, int]:
-        """Softmax probability (H, W) of `joint` at its most likely depth bin of the finest stack."""
-        logits = np.asarray(self._logits(self.state, crop[None]))[0, joint]  # (D, H, W)
-        p = np.exp(logits - logits.max())
+        """The volume (H, W) of `joint` at its most likely depth bin of the finest stack, as a density:
+        the softmax for a soft-argmax model, the clipped heatmap for an argmax_local (MSE) model."""
+        logits = np.asarray(self._logits(self.state, crop[None]))[0, joint].astype(np.float64)  # (D, H, W)
+        if self.trainer.codec.decoder == "argmax_local":
+            p = np.clip(logits, 0.0, None) + 1e-12
+        else:
+            p = np.exp(logits - logits.max())
         p /= p.sum()
         d = int(np.argmax(p.sum(axis=(1, 2))))
         return p[d], d

@@ -46,10 +46,11 @@ RELOAD = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model after a few steps on random data (non-trivial weights and BatchNorm statistics)."""
-    config = config_lib.load(TINY)
+@pytest.fixture(scope="module", params=["soft_argmax", "argmax_local"])
+def trained(tmp_path_factory, request):
+    """A tiny model after a few steps on random data (non-trivial weights and BatchNorm statistics),
+    exported with each decoder: both signatures decode through `VolumeCodec.decode_logits`."""
+    config = config_lib.load(TINY, {"codec.decoder": request.param})
     trainer = train.Trainer(config)
     state = trainer.init_state()
     rng = np.random.default_rng(0)
@@ -104,8 +105,23 @@ def test_reloaded_savedmodel_matches_jax_at_two_batch_sizes(trained, tmp_path):
     meta = json.loads(proc.stdout.split("META")[-1])
     assert meta["joint_names"] == list(skeleton.JOINT_NAMES) and meta["parents"] == list(skeleton.PARENTS)
     assert meta["input_size"] == s and len(meta["image_mean"]) == 3
+    assert meta["codec"]["decoder"] == trainer.codec.decoder
     np.testing.assert_allclose(meta["mean_bone_lengths_mm"], BONES, rtol=1e-6)
     assert (path / "assets" / export.METADATA_ASSET).is_file()
+
+
+def test_crop_fn_decodes_with_the_codec(trained):
+    trainer, state, _ = trained
+    images = np.random.default_rng(2).integers(0, 255, (2, trainer.codec.input_size, trainer.codec.input_size, 3),
+                                               dtype=np.uint8)
+    joints, conf = export.make_crop_fn(trainer)(export.variables_of(state), images)
+    model = trainer.model_from(state["params"], state["batch_stats"])
+    model.eval()
+    coords, want_conf = trainer.codec.decode_logits(model(images)[-1])
+    uv, depth = trainer.codec.decode(coords, trainer.codec.num_levels - 1)
+    np.testing.assert_allclose(np.asarray(joints[..., :2]), np.asarray(uv), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(joints[..., 2]), np.asarray(depth), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(conf), np.asarray(want_conf), atol=1e-6)
 
 
 def test_failed_export_keeps_the_previous_savedmodel(trained):
