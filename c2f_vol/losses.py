@@ -14,7 +14,17 @@ Kinds (`loss_config.kind`):
     x, y and z errors are then comparable, and every level measures depth in
     the same units whatever its D_i. Per joint the axes are summed, so a D = 1
     stack (x and y only) is the x, y part of a deeper stack's loss.
-  * 'both': heatmap_weight * heatmap + integral_weight * integral.
+  * 'both': integral_weight * integral + heatmap_weight * a heatmap term
+    chosen by `mix_heatmap`:
+      - 'js' (default): DSNT's regulariser, the Jensen-Shannon divergence (nats,
+        mean over joints) between the softmax-normalised volume, the very
+        distribution the soft-argmax takes its expectation under, and the
+        normalised Gaussian target. It shapes the density the decoder reads
+        without fighting it.
+      - 'mse': the raw-logit MSE of 'heatmap'. This mix stalls (README, "Loss
+        choice"): the MSE is a mean over J * D * H * W voxels, so the cost of
+        the sharp logit peak a soft-argmax needs grows as the volume shrinks;
+        on small volumes it outweighs the coordinate term.
 
 Every stack is supervised; stack i's term is multiplied by stack_weights[i]
 (default 1) and the stacks are summed. Samples with mask 0 (padding) are left
@@ -32,7 +42,8 @@ import jax.numpy as jnp
 from c2f_vol.codec import VolumeCodec
 
 KINDS = ("heatmap", "integral", "both")
-LOSS_CONFIG_KEYS = ("kind", "heatmap_weight", "integral_weight", "stack_weights")
+MIX_HEATMAP = ("js", "mse")
+LOSS_CONFIG_KEYS = ("kind", "heatmap_weight", "integral_weight", "stack_weights", "mix_heatmap")
 
 
 def _masked_mean(per_sample, mask):
@@ -51,6 +62,29 @@ def heatmap_mse(logits, coords, codec: VolumeCodec, level: int):
     """
     target = codec.gaussian_targets(coords, level)
     return jnp.mean((logits.astype(jnp.float32) - target) ** 2, axis=(1, 2, 3, 4))
+
+
+def js_divergence(logits, coords, codec: VolumeCodec, level: int):
+    """Per-sample Jensen-Shannon divergence between softmax(logits) and the normalised Gaussian target.
+
+    Args:
+      logits: (B, J, D, H, W).
+      coords: (B, J, 3) or (B, J, 2) voxel coordinates of `level`.
+    Returns:
+      (B,) mean over joints of JS(p || q) in nats (0 ... ln 2), where p is the
+      softmax over each joint's whole volume and q the codec's target volume
+      divided by its sum.
+    """
+    b, j = logits.shape[:2]
+    flat = logits.astype(jnp.float32).reshape(b, j, -1)
+    log_p = jax.nn.log_softmax(flat, axis=-1)
+    p = jnp.exp(log_p)
+    q = codec.gaussian_targets(coords, level).reshape(b, j, -1)
+    q = q / jnp.maximum(jnp.sum(q, axis=-1, keepdims=True), 1e-12)
+    log_m = jnp.log(0.5 * (p + q) + 1e-30)
+    kl_pm = jnp.sum(p * (log_p - log_m), axis=-1)
+    kl_qm = jnp.sum(jax.scipy.special.xlogy(q, q) - q * log_m, axis=-1)
+    return jnp.mean(0.5 * (kl_pm + kl_qm), axis=-1)
 
 
 def integral_l1(logits, coords, codec: VolumeCodec, level: int):
@@ -78,12 +112,15 @@ def _check_loss_config(loss_config: Mapping[str, Any], num_levels: int):
     kind = given.get("kind")
     if kind not in KINDS:
         raise ValueError(f"loss config: kind must be one of {KINDS}; got {kind!r}")
+    mix = given.get("mix_heatmap", "js")
+    if mix not in MIX_HEATMAP:
+        raise ValueError(f"loss config: mix_heatmap must be one of {MIX_HEATMAP}; got {mix!r}")
     weights = given.get("stack_weights") or (1.0,) * num_levels
     weights = tuple(float(v) for v in weights)
     if len(weights) != num_levels:
         raise ValueError(f"loss config: stack_weights has {len(weights)} entries; "
                          f"the codec has {num_levels} levels (stacks)")
-    return (kind, float(given.get("heatmap_weight", 1.0)), float(given.get("integral_weight", 1.0)), weights)
+    return (kind, mix, float(given.get("heatmap_weight", 1.0)), float(given.get("integral_weight", 1.0)), weights)
 
 
 def compute_loss(logits: Sequence[jax.Array], batch: Mapping[str, jax.Array], codec: VolumeCodec,
@@ -95,33 +132,34 @@ def compute_loss(logits: Sequence[jax.Array], batch: Mapping[str, jax.Array], co
       batch: joints_uv (B, J, 2) crop pixels, depth_rel_mm (B, J) root-relative
         depth, mask (B,) 1 for real samples and 0 for padding.
       codec: the experiment's codec (depth bins per stack, sigma, sizes).
-      loss_config: kind, heatmap_weight, integral_weight, stack_weights.
+      loss_config: kind, heatmap_weight, integral_weight, stack_weights, mix_heatmap.
     Returns:
       (loss, metrics). loss is a float32 scalar. metrics holds float32 scalars:
-      'loss'; per kind the weighted sum over stacks ('heatmap', 'integral');
-      per stack the unweighted term ('heatmap/stack{i}', 'integral/stack{i}').
+      'loss'; per term the weighted sum over stacks ('heatmap' (MSE), 'js',
+      'integral'); per stack the unweighted term ('integral/stack{i}', ...).
     """
     codec.check_logits(logits)
-    kind, hm_weight, int_weight, stack_weights = _check_loss_config(loss_config, codec.num_levels)
+    kind, mix, hm_weight, int_weight, stack_weights = _check_loss_config(loss_config, codec.num_levels)
     joints_uv = jnp.asarray(batch["joints_uv"], jnp.float32)
     depth = jnp.asarray(batch["depth_rel_mm"], jnp.float32)
     mask = jnp.asarray(batch["mask"], jnp.float32).reshape(-1)
     levels = codec.encode(joints_uv, depth)
 
-    use = {"heatmap": kind in ("heatmap", "both"), "integral": kind in ("integral", "both")}
-    terms = {"heatmap": heatmap_mse, "integral": integral_l1}
+    # term name -> (per-sample function, weight in the total)
+    terms = {"heatmap": (heatmap_mse, hm_weight)} if kind == "heatmap" else {}
+    if kind in ("integral", "both"):
+        terms["integral"] = (integral_l1, int_weight)
+    if kind == "both":
+        terms["js" if mix == "js" else "heatmap"] = ((js_divergence if mix == "js" else heatmap_mse), hm_weight)
     metrics = {}
-    totals = {name: jnp.zeros((), jnp.float32) for name, on in use.items() if on}
-    for name in totals:
-        for i, (lg, coords) in enumerate(zip(logits, levels)):
-            value = _masked_mean(terms[name](lg, coords, codec, i), mask)
-            metrics[f"{name}/stack{i}"] = value
-            totals[name] = totals[name] + stack_weights[i] * value
-        metrics[name] = totals[name]
     loss = jnp.zeros((), jnp.float32)
-    if use["heatmap"]:
-        loss = loss + hm_weight * totals["heatmap"]
-    if use["integral"]:
-        loss = loss + int_weight * totals["integral"]
+    for name, (fn, weight) in terms.items():
+        total = jnp.zeros((), jnp.float32)
+        for i, (lg, coords) in enumerate(zip(logits, levels)):
+            value = _masked_mean(fn(lg, coords, codec, i), mask)
+            metrics[f"{name}/stack{i}"] = value
+            total = total + stack_weights[i] * value
+        metrics[name] = total
+        loss = loss + weight * total
     metrics["loss"] = loss
     return loss, metrics
