@@ -1,5 +1,18 @@
 """Stacked hourglass network with coarse-to-fine volumetric heads (Flax NNX).
 
+Two architectures, chosen by the model config's `arch` (`create_model` builds
+the right one):
+
+* 'uniform' (`StackedHourglass`): Newell's stacked hourglass, one width
+  `features` throughout, `num_residual` bottlenecks per branch, additive
+  feedback between stacks.
+* 'released' (`ReleasedStackedHourglass`): the released c2f-vol `hg-stacked-N`
+  network (geopavlakos/c2f-vol-train), generalised to N = num_stacks and a
+  width f = features (the paper: f = 256, 53,585,847 parameters with 17
+  joints and D = (1, 2, 4, 64)): three residuals per branch, 2f-wide
+  hourglass outputs, lin-lin heads, concatenation feedback, biases on every
+  convolution. `num_residual` does not apply to it.
+
 Shapes legend: B batch, S input crop side, H x W heatmap, C features, J joints,
 D_i depth bins of stack i.
 
@@ -43,16 +56,26 @@ IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 REQUIRED_KEYS = ("num_stacks", "features", "hourglass_depth", "num_residual", "num_joints", "dtype")
-# Optional keys and their defaults. 0.9 is Torch's BatchNorm momentum (0.1)
-# that the original hourglass code trained with; Flax's default 0.99 lags
-# far behind at the small batches this model trains with.
-OPTIONAL_KEYS = {"bn_momentum": 0.9}
+# Optional keys and their defaults. arch 'uniform' keeps model blocks written
+# before `arch` existed building the model they always built. 0.9 is Torch's
+# BatchNorm momentum (0.1) that the original hourglass code trained with;
+# Flax's default 0.99 lags far behind at the small batches this model trains with.
+OPTIONAL_KEYS = {"arch": "uniform", "bn_momentum": 0.9}
+# Valid `arch` values (create_model's ARCHITECTURES maps them to classes).
+ARCH_NAMES = ("uniform", "released")
 
 def normalize_images(images, dtype=jnp.float32):
     """(B, S, S, 3) uint8 or float pixels in [0, 255] -> normalised `dtype`."""
     x = jnp.asarray(images).astype(jnp.float32) / 255.0
     x = (x - jnp.asarray(IMAGE_MEAN, jnp.float32)) / jnp.asarray(IMAGE_STD, jnp.float32)
     return x.astype(dtype)
+
+
+def _normalized_input(images, size: int, dtype, model_name: str):
+    """Check (B, S, S, 3) and normalise; the first step of every architecture."""
+    if images.ndim != 4 or tuple(images.shape[1:]) != (size, size, 3):
+        raise ValueError(f"{model_name} expects images (B, {size}, {size}, 3); got {tuple(images.shape)}")
+    return normalize_images(images, dtype)
 
 
 def _max_pool2(x):
@@ -100,17 +123,21 @@ class Bottleneck(nnx.Module):
 
     (B, H, W, C_in) -> (B, H, W, C_out); a 1x1 projection on the skip path
     when C_in != C_out.
+
+    conv_bias: False (the uniform model) leaves the bias off the two convs
+    that feed a BatchNorm, whose shift replaces it; True gives every conv a
+    bias, as the released Torch `Residual` block has.
     """
 
-    def __init__(self, cin: int, cout: int, *, dtype, momentum: float, rngs: nnx.Rngs):
+    def __init__(self, cin: int, cout: int, *, dtype, momentum: float, rngs: nnx.Rngs,
+                 conv_bias: bool = False):
         mid = max(cout // 2, 1)
         bn = dict(dtype=dtype, momentum=momentum, use_running_average=False, rngs=rngs)
         conv = dict(dtype=dtype, padding="SAME", rngs=rngs)
-        # Convs that feed a BatchNorm carry no bias: the BN's shift replaces it.
         self.bn1 = nnx.BatchNorm(cin, **bn)
-        self.conv1 = PointwiseConv(cin, mid, use_bias=False, **conv)
+        self.conv1 = PointwiseConv(cin, mid, use_bias=conv_bias, **conv)
         self.bn2 = nnx.BatchNorm(mid, **bn)
-        self.conv2 = nnx.Conv(mid, mid, (3, 3), use_bias=False, **conv)
+        self.conv2 = nnx.Conv(mid, mid, (3, 3), use_bias=conv_bias, **conv)
         self.bn3 = nnx.BatchNorm(mid, **bn)
         self.conv3 = PointwiseConv(mid, cout, **conv)
         self.skip = PointwiseConv(cin, cout, **conv) if cin != cout else None
@@ -162,7 +189,7 @@ class StackedHourglass(nnx.Module):
     Args:
       model_config: mapping with num_stacks, features, hourglass_depth,
         num_residual, num_joints, dtype ('float32' | 'bfloat16'), and optional
-        bn_momentum.
+        arch (must be 'uniform' here; see `create_model`) and bn_momentum.
       codec: gives the input size S, heatmap size (H, W) and the depth bins
         D_i of every stack (len(codec.depth_bins) must equal num_stacks).
 
@@ -172,6 +199,7 @@ class StackedHourglass(nnx.Module):
 
     def __init__(self, model_config: Mapping[str, Any], codec: VolumeCodec, *, rngs: nnx.Rngs):
         cfg = _check_config(model_config, codec)
+        _check_arch(cfg, "uniform", type(self).__name__)
         self.num_joints = cfg["num_joints"]
         self.depth_bins = tuple(codec.depth_bins)
         self.input_size = int(codec.input_size)
@@ -215,10 +243,7 @@ class StackedHourglass(nnx.Module):
 
     def __call__(self, images) -> tuple[jax.Array, ...]:
         """(B, S, S, 3) images -> tuple of float32 (B, J, D_i, H, W) logits."""
-        s = self.input_size
-        if images.ndim != 4 or tuple(images.shape[1:]) != (s, s, 3):
-            raise ValueError(f"StackedHourglass expects images (B, {s}, {s}, 3); got {tuple(images.shape)}")
-        x = normalize_images(images, self.dtype)
+        x = _normalized_input(images, self.input_size, self.dtype, type(self).__name__)
         x = jax.nn.relu(self.stem_bn(self.stem_conv(x)))
         x = self.stem_res1(x)
         for block in self.stem_pooled:
@@ -239,6 +264,172 @@ class StackedHourglass(nnx.Module):
         return tuple(outputs)
 
 
+class Lin(nnx.Module):
+    """The released code's `lin`: 1x1 conv (with bias), BN, ReLU. (B, H, W, C_in) -> (B, H, W, C_out)."""
+
+    def __init__(self, cin: int, cout: int, *, dtype, momentum: float, rngs: nnx.Rngs):
+        self.conv = PointwiseConv(cin, cout, dtype=dtype, padding="SAME", rngs=rngs)
+        self.bn = nnx.BatchNorm(cout, use_running_average=False, dtype=dtype, momentum=momentum, rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.bn(self.conv(x)))
+
+
+class ReleasedHourglass(nnx.Module):
+    """The released `hourglass(n, numIn, numOut)`: (B, H, W, cin) -> (B, H, W, cout).
+
+    Upper branch: Res(cin->f), Res(f->f), Res(f->cout) at full resolution.
+    Lower branch: max-pool, Res(cin->f), Res(f->f), Res(f->f), then the
+    next level `ReleasedHourglass(depth - 1, f, cout)` (or Res(f->cout) at the
+    bottom), Res(cout->cout) and nearest x2 upsampling. Output: the sum.
+    H and W must be divisible by 2**depth.
+    """
+
+    def __init__(self, depth: int, cin: int, cout: int, features: int, **kw):
+        f = features
+        self.upper = nnx.List([Bottleneck(cin, f, **kw), Bottleneck(f, f, **kw), Bottleneck(f, cout, **kw)])
+        self.lower = nnx.List([Bottleneck(cin, f, **kw), Bottleneck(f, f, **kw), Bottleneck(f, f, **kw)])
+        if depth > 1:
+            self.inner = ReleasedHourglass(depth - 1, f, cout, f, **kw)
+        else:
+            self.inner = Bottleneck(f, cout, **kw)
+        self.lower_out = Bottleneck(cout, cout, **kw)
+
+    def __call__(self, x):
+        upper = _run(self.upper, x)
+        low = self.lower_out(self.inner(_run(self.lower, _max_pool2(x))))
+        return upper + _upsample2(low)
+
+
+class ReleasedStackedHourglass(nnx.Module):
+    """The released c2f-vol `hg-stacked-N` network, N = num_stacks, width f = features.
+
+    Structure (Torch's f = 256):
+      stem: conv 7x7 stride 2 (3 -> f/4), BN, ReLU, Res(f/4 -> f/2), max-pool
+        (the "pooled stem features", f/2 channels), Res(f/2 -> f/2) twice,
+        Res(f/2 -> f). It therefore needs input_size == 4 * heatmap side.
+      stack k: `ReleasedHourglass(hourglass_depth, numIn_k, 2f)`; head
+        lin(2f -> 2f), lin(2f -> f) (the stack's "head features"; lin(2f -> 2f)
+        twice for the last stack), then a 1x1 conv to J * D_k logits.
+      numIn: f for stack 1, 1.5f for stack 2, 2f after that.
+      feedback into stack k + 1: concat(head features of stack k, the pooled
+        stem features for k = 1 or the head features of stack k - 1 after),
+        a 1x1 conv of that (1.5f or 2f wide) plus a 1x1 conv of stack k's
+        logits. Nothing else: unlike the uniform model, the previous stack's
+        input is not carried forward.
+    Every convolution has a bias. `num_residual` is ignored (the released
+    network has a fixed number of residuals per branch). Parameter names follow
+    the uniform model where the parts correspond (stem_*, hourglasses, post,
+    heads, remap_features, remap_preds).
+
+    The 7x7 stem conv pads 3 on every side as Torch's did (for even S the
+    output side is S/2 either way; "SAME" would pad 2 before and 3 after).
+
+    Call contract as `StackedHourglass`: images (B, S, S, 3) uint8 or float in
+    [0, 255] -> tuple with one float32 (B, J, D_i, H, W) logit volume per stack.
+    """
+
+    def __init__(self, model_config: Mapping[str, Any], codec: VolumeCodec, *, rngs: nnx.Rngs):
+        cfg = _check_config(model_config, codec)
+        _check_arch(cfg, "released", type(self).__name__)
+        self.num_joints = cfg["num_joints"]
+        self.depth_bins = tuple(codec.depth_bins)
+        self.input_size = int(codec.input_size)
+        self.heatmap_size = tuple(codec.heatmap_size)
+        self.dtype = DTYPES[cfg["dtype"]]
+        f = cfg["features"]
+        quarter, half, wide = f // 4, f // 2, 2 * f
+        kw = dict(dtype=self.dtype, momentum=cfg["bn_momentum"], rngs=rngs)
+        res = dict(kw, conv_bias=True)
+        conv = dict(dtype=self.dtype, padding="SAME", rngs=rngs)
+
+        self.stem_conv = nnx.Conv(3, quarter, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
+                                  dtype=self.dtype, rngs=rngs)
+        self.stem_bn = nnx.BatchNorm(quarter, use_running_average=False, dtype=self.dtype,
+                                     momentum=cfg["bn_momentum"], rngs=rngs)
+        self.stem_res1 = Bottleneck(quarter, half, **res)
+        self.stem_pooled = nnx.List([Bottleneck(half, half, **res), Bottleneck(half, half, **res)])
+        self.stem_res2 = Bottleneck(half, f, **res)
+
+        self.hourglasses = nnx.List()
+        self.post = nnx.List()
+        self.heads = nnx.List()
+        self.remap_features = nnx.List()
+        self.remap_preds = nnx.List()
+        last = len(self.depth_bins) - 1
+        for i, d in enumerate(self.depth_bins):
+            cin = f if i == 0 else (f + half if i == 1 else wide)
+            self.hourglasses.append(ReleasedHourglass(cfg["hourglass_depth"], cin, wide, f, **res))
+            feat = wide if i == last else f
+            self.post.append(nnx.List([Lin(wide, wide, **kw), Lin(wide, feat, **kw)]))
+            # float32 logits under bfloat16 compute; channel c = j * D_i + d.
+            self.heads.append(PointwiseConv(feat, self.num_joints * d, preferred_element_type=jnp.float32, **conv))
+            if i < last:
+                width = f + half if i == 0 else wide
+                self.remap_features.append(PointwiseConv(width, width, **conv))
+                self.remap_preds.append(PointwiseConv(self.num_joints * d, width, **conv))
+
+    def __call__(self, images) -> tuple[jax.Array, ...]:
+        """(B, S, S, 3) images -> tuple of float32 (B, J, D_i, H, W) logits."""
+        x = _normalized_input(images, self.input_size, self.dtype, type(self).__name__)
+        x = jax.nn.relu(self.stem_bn(self.stem_conv(x)))
+        pooled = _max_pool2(self.stem_res1(x))  # (B, H, W, f/2)
+        x = self.stem_res2(_run(self.stem_pooled, pooled))
+
+        outputs = []
+        previous = pooled  # what stack 1's head features are concatenated with
+        for i, d in enumerate(self.depth_bins):
+            h = _run(self.post[i], self.hourglasses[i](x))
+            pred = self.heads[i](h)  # (B, H, W, J * D_i), float32
+            outputs.append(head_to_volume(pred, self.num_joints, d))
+            if i + 1 < len(self.depth_bins):
+                cat = jnp.concatenate([h, previous], axis=-1)
+                x = self.remap_features[i](cat) + self.remap_preds[i](pred.astype(self.dtype))
+                previous = h
+        return tuple(outputs)
+
+
+def released_param_count(features: int, num_joints: int, depth_bins, hourglass_depth: int) -> int:
+    """Parameters of `ReleasedStackedHourglass` from its structure alone (no Flax).
+
+    Counts conv weights and biases and BatchNorm scale and shift (running
+    statistics excluded), for len(depth_bins) stacks. The paper's model,
+    released_param_count(256, 17, (1, 2, 4, 64), 4), has 53,585,847.
+    """
+    f, j, bins = int(features), int(num_joints), tuple(int(d) for d in depth_bins)
+
+    def conv(cin, cout, k=1):
+        return k * k * cin * cout + cout
+
+    def bn(c):
+        return 2 * c
+
+    def res(cin, cout):
+        mid = cout // 2
+        n = bn(cin) + conv(cin, mid) + bn(mid) + conv(mid, mid, 3) + bn(mid) + conv(mid, cout)
+        return n + (conv(cin, cout) if cin != cout else 0)
+
+    def hourglass(n, cin, cout):
+        upper = res(cin, f) + res(f, f) + res(f, cout)
+        lower = res(cin, f) + 2 * res(f, f)
+        inner = hourglass(n - 1, f, cout) if n > 1 else res(f, cout)
+        return upper + lower + inner + res(cout, cout)
+
+    def lin(cin, cout):
+        return conv(cin, cout) + bn(cout)
+
+    total = conv(3, f // 4, 7) + bn(f // 4) + res(f // 4, f // 2) + 2 * res(f // 2, f // 2) + res(f // 2, f)
+    last = len(bins) - 1
+    for i, d in enumerate(bins):
+        cin = f if i == 0 else (f + f // 2 if i == 1 else 2 * f)
+        feat = 2 * f if i == last else f
+        total += hourglass(hourglass_depth, cin, 2 * f) + lin(2 * f, 2 * f) + lin(2 * f, feat) + conv(feat, j * d)
+        if i < last:
+            width = f + f // 2 if i == 0 else 2 * f
+            total += conv(width, width) + conv(j * d, width)
+    return total
+
+
 def head_to_volume(pred, num_joints: int, depth_bins: int):
     """(B, H, W, J * D) head output -> (B, J, D, H, W), channel c = j * D + d."""
     b, h, w, c = pred.shape
@@ -257,6 +448,11 @@ def _check_config(model_config: Mapping[str, Any], codec: VolumeCodec) -> dict:
         raise ValueError(f"model config: missing keys {missing}, unknown keys {unknown}; "
                          f"expected {list(REQUIRED_KEYS)} and optionally {sorted(OPTIONAL_KEYS)}")
     cfg = {**OPTIONAL_KEYS, **given}
+    if not isinstance(cfg["arch"], str) or cfg["arch"] not in ARCH_NAMES:
+        raise ValueError(f"model config: arch must be one of {list(ARCH_NAMES)}; got {cfg['arch']!r}")
+    cfg["bn_momentum"] = float(cfg["bn_momentum"])
+    if not 0.0 <= cfg["bn_momentum"] < 1.0:
+        raise ValueError(f"model config: bn_momentum must be in [0, 1); got {cfg['bn_momentum']}")
     for key in ("num_stacks", "features", "hourglass_depth", "num_residual", "num_joints"):
         if int(cfg[key]) < 1:
             raise ValueError(f"model config: {key} must be >= 1; got {cfg[key]}")
@@ -274,14 +470,27 @@ def _check_config(model_config: Mapping[str, Any], codec: VolumeCodec) -> dict:
     if h != w or factor < 2 or factor & (factor - 1):
         raise ValueError(f"codec input_size {s} and heatmap_size {(h, w)}: the heatmap must be square and "
                          f"input_size / heatmap side must be a power of two >= 2")
+    if cfg["arch"] == "released" and factor != 4:
+        raise ValueError(f"model arch 'released' has a fixed stem (a stride-2 conv and one max-pool), so it "
+                         f"needs input_size / heatmap side == 4; got codec input_size {s} and heatmap_size "
+                         f"{(h, w)} (ratio {factor}). Use arch 'uniform' or a heatmap of {s // 4}x{s // 4}")
     if h % (2 ** cfg["hourglass_depth"]):
         raise ValueError(f"hourglass_depth {cfg['hourglass_depth']} halves the {h}x{w} heatmap "
                          f"{cfg['hourglass_depth']} times; {h} must be divisible by {2 ** cfg['hourglass_depth']}")
     return cfg
 
 
-def create_model(config: Mapping[str, Any], codec: VolumeCodec, seed: int = 0) -> StackedHourglass:
+def _check_arch(cfg: Mapping[str, Any], arch: str, cls: str) -> None:
+    if cfg["arch"] != arch:
+        raise ValueError(f"{cls} builds arch {arch!r}; the model config asks for {cfg['arch']!r} "
+                         f"(create_model picks the class from arch)")
+
+
+def create_model(config: Mapping[str, Any], codec: VolumeCodec, seed: int = 0) -> nnx.Module:
     """Build the model from the experiment config's `model` block (or the block itself).
+
+    The block's `arch` picks the class ('uniform' when absent): see
+    ARCHITECTURES. Both split into exactly nnx.Param and nnx.BatchStat state.
 
     Args:
       config: the full experiment config (uses config.model) or the model block.
@@ -289,7 +498,50 @@ def create_model(config: Mapping[str, Any], codec: VolumeCodec, seed: int = 0) -
       seed: parameter initialisation seed.
     """
     block = config["model"] if "model" in config else config
-    return StackedHourglass(block, codec, rngs=nnx.Rngs(params=seed))
+    arch = _check_config(block, codec)["arch"]
+    return ARCHITECTURES[arch](block, codec, rngs=_param_rngs(seed))
+
+
+def _param_rngs(seed: int) -> nnx.Rngs:
+    """`nnx.Rngs(params=seed)` whose draw counter is a host integer.
+
+    It draws the same keys (fold_in(key, 0), fold_in(key, 1), ...), so the
+    initial parameters are those of a plain nnx.Rngs. The reason: under a trace
+    (the Trainer builds its abstract model with nnx.eval_shape) Flax's counter
+    is a tracer, and every draw's update asks that tracer for `.sharding`,
+    whose error message walks the whole jaxpr traced so far; quadratic in the
+    number of parameters (the released paper model: ~25 s instead of ~1 s on CPU).
+    """
+    rngs = nnx.Rngs(params=seed)
+    rngs.params.count.set_value(_HostCount())
+    return rngs
+
+
+class _HostCount:
+    """The value of an RngStream's counter kept as a Python int.
+
+    Flax reads it with `count[...]` and writes it with `count[...] = value`.
+    Reads return a fresh immutable NumPy scalar: a mutable array handed to JAX
+    (which may alias host memory on CPU and runs asynchronously) must not be
+    incremented in place afterwards.
+    """
+
+    shape = ()
+    dtype = np.dtype(np.uint32)
+
+    def __init__(self, n: int = 0):
+        self.n = n
+
+    def __getitem__(self, index):
+        return np.uint32(self.n)
+
+    def __setitem__(self, index, value):
+        self.n = int(value)
+
+
+# arch name -> model class; the names are ARCH_NAMES.
+ARCHITECTURES = {"uniform": StackedHourglass, "released": ReleasedStackedHourglass}
+assert tuple(ARCHITECTURES) == ARCH_NAMES
 
 
 def count_params(model: nnx.Module) -> int:

@@ -184,3 +184,141 @@ def test_max_pool_equals_reduce_window_and_passes_gradient_to_the_maximum():
     grad = jax.grad(lambda v: model_lib._max_pool2(v).sum())(x)
     # Without ties, each window's maximum gets gradient 1 and the other three get 0.
     np.testing.assert_array_equal(grad, (x == jnp.repeat(jnp.repeat(want, 2, 1), 2, 2)).astype(x.dtype))
+
+
+# --- arch 'released': the c2f-vol hg-stacked-N network -------------------------------------------
+
+PAPER_CODEC = VolumeCodec(input_size=256, heatmap_size=(64, 64), depth_bins=(1, 2, 4, 64))
+PAPER_RELEASED = dict(arch="released", num_stacks=4, features=256, hourglass_depth=4, num_residual=1,
+                      num_joints=17, dtype="float32")
+RELEASED = dict(CFG, arch="released")  # f=16, depth 2, 32 -> 8x8, D=(1, 4)
+
+
+@pytest.fixture(scope="module")
+def paper_released():
+    """The paper's released model, abstract: shapes only, nothing allocated."""
+    return nnx.eval_shape(lambda: model_lib.create_model(PAPER_RELEASED, PAPER_CODEC, seed=0))
+
+
+def _kernel(conv):
+    return tuple(conv.kernel.shape)
+
+
+def test_released_paper_model_has_the_released_parameter_count(paper_released):
+    assert isinstance(paper_released, model_lib.ReleasedStackedHourglass)
+    assert model_lib.count_params(paper_released) == 53_585_847
+    assert model_lib.released_param_count(256, 17, (1, 2, 4, 64), 4) == 53_585_847
+    # What the Trainer does: the state is exactly Param + BatchStat.
+    _, params, stats = nnx.split(paper_released, nnx.Param, nnx.BatchStat)
+    assert len(jax.tree.leaves(nnx.state(paper_released))) == len(jax.tree.leaves(params)) + len(
+        jax.tree.leaves(stats))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("f,j,bins,depth", [(16, 17, (1, 4), 2), (8, 5, (2,), 1), (12, 3, (1, 2, 4), 3)])
+def test_released_param_count_matches_the_module(f, j, bins, depth):
+    codec = VolumeCodec(input_size=4 * 2 ** depth, heatmap_size=(2 ** depth,) * 2, depth_bins=bins)
+    cfg = dict(RELEASED, features=f, num_joints=j, num_stacks=len(bins), hourglass_depth=depth)
+    abstract = nnx.eval_shape(lambda: model_lib.create_model(cfg, codec))
+    assert model_lib.count_params(abstract) == model_lib.released_param_count(f, j, bins, depth)
+
+
+def test_released_paper_model_channel_widths(paper_released):
+    m = paper_released
+    assert _kernel(m.stem_conv) == (7, 7, 3, 64) and m.stem_conv.bias.shape == (64,)
+    assert _kernel(m.stem_res1.conv3) == (1, 1, 64, 128)
+    assert [_kernel(b.conv3)[-1] for b in m.stem_pooled] == [128, 128] and _kernel(m.stem_res2.conv3)[-1] == 256
+    d_bins = (1, 2, 4, 64)
+    for k, (num_in, d) in enumerate(zip((256, 384, 512, 512), d_bins)):
+        hg = m.hourglasses[k]
+        # Input width (numIn): the first residual of both branches reads it.
+        assert hg.upper[0].bn1.scale.shape == (num_in,)
+        assert (hg.upper[0].skip is None) if num_in == 256 else _kernel(hg.upper[0].skip)[2] == num_in
+        assert hg.lower[0].bn1.scale.shape == (num_in,)
+        # Output width 512 from both branches; the inner levels run at 256 in and out of 512.
+        assert _kernel(hg.upper[2].conv3)[-1] == 512 and _kernel(hg.lower_out.conv3)[-1] == 512
+        assert _kernel(hg.inner.upper[0].conv1)[2] == 256 and _kernel(hg.inner.lower_out.conv3)[-1] == 512
+        innermost = hg.inner.inner.inner
+        assert _kernel(innermost.inner.conv3) == (1, 1, 256, 512)  # bottom: Res(256 -> 512)
+        lin1, lin2 = m.post[k]
+        feat = 512 if k == 3 else 256
+        assert _kernel(lin1.conv) == (1, 1, 512, 512) and _kernel(lin2.conv) == (1, 1, 512, feat)
+        assert _kernel(m.heads[k]) == (1, 1, feat, 17 * d)
+    widths = [(_kernel(c)[2], _kernel(c)[3]) for c in m.remap_features]
+    assert widths == [(384, 384), (512, 512), (512, 512)]
+    assert [_kernel(c) for c in m.remap_preds] == [(1, 1, 17 * d, w) for d, (w, _) in zip(d_bins, widths)]
+    # Every convolution carries a bias (the uniform Bottleneck's pre-BN convs do not).
+    convs = [v for _, v in nnx.iter_graph(m) if isinstance(v, nnx.Conv)]
+    assert convs and all(c.bias is not None for c in convs)
+
+
+def test_released_single_stack_is_stem_hourglass_and_last_head():
+    codec = VolumeCodec(input_size=32, heatmap_size=(8, 8), depth_bins=(8,))
+    m = nnx.eval_shape(lambda: model_lib.create_model(dict(RELEASED, num_stacks=1), codec))
+    assert len(m.hourglasses) == 1 and len(m.remap_features) == 0 and len(m.remap_preds) == 0
+    assert m.hourglasses[0].upper[0].bn1.scale.shape == (16,)
+    assert _kernel(m.post[0][1].conv) == (1, 1, 32, 32) and _kernel(m.heads[0]) == (1, 1, 32, 17 * 8)
+
+
+def test_released_forward_shapes_and_batch_stats(images):
+    m = model_lib.create_model(RELEASED, CODEC, seed=0)
+    assert isinstance(m, model_lib.ReleasedStackedHourglass)
+    assert m.stem_bn.use_running_average is False
+    before = _batch_stats(m)
+    out = m(images)
+    assert [o.shape for o in out] == [(2, 17, 1, 8, 8), (2, 17, 4, 8, 8)]
+    assert all(o.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(o))) for o in out)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, _batch_stats(m)))
+    m.eval()
+    after = _batch_stats(m)
+    eval_out = m(images)
+    assert all(np.array_equal(a, b) for a, b in zip(after, _batch_stats(m)))
+    assert all(bool(jnp.all(jnp.isfinite(o))) for o in eval_out)
+
+
+def test_released_bfloat16_gives_float32_logits(images):
+    m = model_lib.create_model(dict(RELEASED, dtype="bfloat16"), CODEC, seed=0)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    out = m(images)
+    assert all(o.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(o))) for o in out)
+    assert [o.shape for o in out] == [(2, 17, 1, 8, 8), (2, 17, 4, 8, 8)]
+
+
+def test_released_feedback_is_the_only_input_of_the_next_stack(images):
+    """Stack 2's input is only the feedback convs' sum: zero them and stack 2 sees zeros."""
+    m = model_lib.create_model(RELEASED, CODEC, seed=0)
+    m.eval()
+    base = m(images)
+    for conv in (m.remap_features[0], m.remap_preds[0]):
+        conv.kernel[...] = jnp.zeros_like(conv.kernel[...])
+        conv.bias[...] = jnp.zeros_like(conv.bias[...])
+    zeroed = m(images)
+    np.testing.assert_array_equal(zeroed[0], base[0])
+    # Nothing of stack 1's input is carried forward: stack 2 ran on an all-zero input,
+    # so its output is the same for every image.
+    np.testing.assert_allclose(zeroed[1][0], zeroed[1][1], rtol=1e-6, atol=1e-6)
+
+
+def test_create_model_dispatches_on_arch_and_keeps_uniform_by_default():
+    assert isinstance(model_lib.create_model(CFG, CODEC), model_lib.StackedHourglass)
+    assert isinstance(model_lib.create_model(dict(CFG, arch="uniform"), CODEC), model_lib.StackedHourglass)
+    with pytest.raises(ValueError, match="builds arch 'uniform'"):
+        model_lib.StackedHourglass(RELEASED, CODEC, rngs=nnx.Rngs(0))
+    # create_model's parameters are those of a plain nnx.Rngs(params=seed).
+    plain = model_lib.StackedHourglass(CFG, CODEC, rngs=nnx.Rngs(params=5))
+    built = model_lib.create_model(CFG, CODEC, seed=5)
+    for a, b in zip(jax.tree.leaves(nnx.state(plain)), jax.tree.leaves(nnx.state(built))):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("change,codec_kw,match", [
+    (dict(arch="hg-stacked"), {}, "arch must be one of \\['uniform', 'released'\\]; got 'hg-stacked'"),
+    (dict(arch="released"), dict(input_size=64), "released.*input_size / heatmap side == 4; got codec "
+                                                 "input_size 64 and heatmap_size \\(8, 8\\) \\(ratio 8\\)"),
+    (dict(arch="released"), dict(input_size=16), "ratio 2"),
+    (dict(bn_momentum=1.0), {}, "bn_momentum must be in \\[0, 1\\)"),
+])
+def test_arch_config_errors(change, codec_kw, match):
+    codec = VolumeCodec(**{**dict(input_size=32, heatmap_size=(8, 8), depth_bins=(1, 4)), **codec_kw})
+    with pytest.raises(ValueError, match=match):
+        model_lib.create_model(dict(CFG, **change), codec)
