@@ -257,7 +257,7 @@ def benchmark_pipeline(config, *, threads: int, batches: int = 50, frame_size: i
     data_config.threads = threads
     data_config.num_parallel_calls = threads
     data_config.shuffle_buffer = min(int(data_config.shuffle_buffer), 1000)
-    size = VolumeCodec.from_config(config.codec).input_size
+    size = VolumeCodec.for_experiment(config).input_size
     batch_size = int(config.batch_size) // jax.process_count()
     try:
         builder = pipeline.load_builder(config.data.name, config.data.data_dir)

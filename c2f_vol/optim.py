@@ -34,15 +34,17 @@ def make_schedule(optim: Mapping[str, Any], num_train_steps: int) -> optax.Sched
 def make_optimizer(optim: Mapping[str, Any], num_train_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optax chain: optional global-norm clipping, then the optimiser, over the flattened parameters.
 
-    RMSprop follows Torch7's defaults used by the paper (decay 0.99, eps 1e-8);
+    RMSprop follows Torch7's, which the paper trained with (decay 0.99, eps 1e-8 added after the square
+    root unless `eps_in_sqrt`);
     weight decay is decoupled (AdamW-style) when `weight_decay` > 0.
     """
     schedule = make_schedule(optim, num_train_steps)
     name = optim.get("name", "rmsprop")
     wd = float(optim.get("weight_decay", 0.0))
     if name == "rmsprop":
-        core = optax.rmsprop(schedule, decay=float(optim.get("rmsprop_decay", 0.99)),
-                             eps=float(optim.get("eps", 1e-8)))
+        core = optax.rmsprop(schedule, decay=float(optim["rmsprop_decay"]), eps=float(optim["eps"]),
+                             # Workdirs written before the field existed trained with optax's default (inside).
+                             eps_in_sqrt=bool(optim.get("eps_in_sqrt", True)))
         if wd > 0:
             core = optax.chain(optax.add_decayed_weights(wd), core)
     elif name == "adam":

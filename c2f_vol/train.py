@@ -21,20 +21,18 @@ back into an NNX module.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import logging
 from flax import nnx
 
-from c2f_vol import checkpoint, losses, model as model_lib, optim, sharding
+from c2f_vol import checkpoint, fileio, losses, model as model_lib, optim, sharding
 from c2f_vol.codec import VolumeCodec
 
 TRAIN_KEYS = ("image", "joints_uv", "depth_rel_mm", "mask")
@@ -50,7 +48,7 @@ class Trainer:
     def __init__(self, config, mesh: jax.sharding.Mesh | None = None):
         self.config = config
         self.mesh = mesh or sharding.make_mesh(config.get("num_devices"))
-        self.codec = VolumeCodec.from_config(config.codec)
+        self.codec = VolumeCodec.for_experiment(config)
         self.tx, self.schedule = optim.make_optimizer(config.optim, config.num_train_steps)
         abstract = nnx.eval_shape(lambda: model_lib.create_model(config.model, self.codec, config.seed))
         # The abstract states are the templates that export/evaluation fill with pure dicts.
@@ -169,15 +167,14 @@ class _Preemption:
 
 
 def _write_config(config, workdir: str) -> None:
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    fileio.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Train `config` in `workdir`, resuming from its latest checkpoint; returns the final metrics.
+    """Train `config` in `workdir`, resuming from its latest checkpoint.
+
+    Returns dict(step, train (last logged metrics), eval (last evaluation), state, history (this run's
+    logged train metrics and evaluations, each a dict with 'step' and 'kind' 'train' | 'eval')).
 
     SIGTERM (preemption) at any point saves a checkpoint after the current step and returns.
     """
@@ -216,6 +213,7 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
     writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
     eval_metrics: dict = {}
     last_metrics: dict = {}
+    history: list[dict] = []  # this run's logged train metrics and evaluations, in step order
     t_start, t_last, step_last = time.time(), time.time(), start_step
     step = start_step
     total = config.num_train_steps
@@ -237,6 +235,7 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
             ips = (step - step_last) * config.batch_size / max(now - t_last, 1e-9)
             eta = (total - step) * config.batch_size / max(ips, 1e-9)
             last_metrics["images_per_sec"] = ips
+            history.append(dict(last_metrics, step=step, kind="train"))
             logging.info("step %d/%d  loss %.5f  %.1f images/s  ETA %s", step, total, last_metrics["loss"],
                          ips, time.strftime("%H:%M:%S", time.gmtime(eta)))
             if writer is not None:
@@ -251,6 +250,8 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
                                                      max_examples=config.eval_max_examples)
             logging.info("eval at step %d: MPJPE %.1f mm, PA-MPJPE %.1f mm over %d frames", step,
                          eval_metrics["mpjpe_mm"], eval_metrics["pa_mpjpe_mm"], eval_metrics["frames"])
+            history.append(dict(step=step, kind="eval", mpjpe_mm=eval_metrics["mpjpe_mm"],
+                                pa_mpjpe_mm=eval_metrics["pa_mpjpe_mm"]))
             if writer is not None:
                 with writer.as_default(step=step):
                     for k in ("mpjpe_mm", "pa_mpjpe_mm"):
@@ -262,4 +263,4 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
     if writer is not None:
         writer.flush()
     logging.info("Training finished at step %d in %.1f s.", step, time.time() - t_start)
-    return dict(step=step, train=last_metrics, eval=eval_metrics, state=state)
+    return dict(step=step, train=last_metrics, eval=eval_metrics, state=state, history=history)

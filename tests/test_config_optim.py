@@ -10,11 +10,11 @@ from conftest import REPO
 CONFIGS = REPO / "configs"
 
 
-@pytest.mark.parametrize("spec", ["h36m_paper.py", "synthetic_cpu.py", "synthetic_cpu.py:tiny"])
+@pytest.mark.parametrize("spec", ["h36m_paper.py", "h36m_integral.py", "synthetic_cpu.py", "synthetic_cpu.py:tiny"])
 def test_configs_load_locked_and_consistent(spec):
     c = config_lib.load(str(CONFIGS / spec))
     assert c.model.num_stacks == len(c.codec.depth_bins)
-    VolumeCodec.from_config(c.codec)
+    VolumeCodec.for_experiment(c)
     with pytest.raises((AttributeError, KeyError)):
         c.optim.learnig_rate = 1.0  # a misspelt override must fail, not be ignored
 
@@ -25,6 +25,11 @@ def test_paper_config_is_the_paper_model():
     assert tuple(c.codec.heatmap_size) == (64, 64) and tuple(c.codec.depth_bins) == (1, 2, 4, 64)
     assert c.codec.depth_range_mm == 1000.0
     assert (c.optim.name, c.optim.learning_rate, c.optim.schedule) == ("rmsprop", 2.5e-4, "constant")
+    assert c.optim.eps_in_sqrt is False and c.batch_size == 4
+    assert (c.model.arch, c.codec.target, c.loss.kind) == ("released", "paper", "heatmap")
+    # The paper's loss is decoded the paper's way.
+    assert VolumeCodec.for_experiment(c).decoder == "argmax_local"
+    assert VolumeCodec.for_experiment(config_lib.load(str(CONFIGS / "h36m_integral.py"))).decoder == "soft_argmax"
     assert c.data.name == "human36m"
     assert c.model.dtype == "bfloat16"  # float32 master weights live in the train state regardless
 
@@ -56,7 +61,8 @@ def test_optimizers_descend_and_clip(name):
     import jax.numpy as jnp
     import optax
 
-    tx, _ = optim.make_optimizer(dict(name=name, learning_rate=0.1, grad_clip_norm=1.0, weight_decay=1e-4), 100)
+    base = config_lib.base_config().optim.to_dict()
+    tx, _ = optim.make_optimizer(dict(base, name=name, learning_rate=0.1, grad_clip_norm=1.0, weight_decay=1e-4), 100)
     params = {"w": jnp.array([3.0, -2.0])}
     state = tx.init(params)
     loss = lambda p: jnp.sum(p["w"] ** 2)
@@ -92,3 +98,23 @@ def test_config_and_train_step_run_without_tensorflow():
     proc = subprocess.run([sys.executable, "-c", _WITHOUT_TF, str(CONFIGS / "synthetic_cpu.py:tiny")], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "ok True" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("eps_in_sqrt", [False, True])
+def test_rmsprop_eps_placement_matches_torch7(eps_in_sqrt):
+    """Torch7's RMSprop: v = a v + (1 - a) g^2; update = -lr g / (sqrt(v) + eps). optax's default: sqrt(v + eps)."""
+    import jax.numpy as jnp
+
+    base = config_lib.base_config().optim.to_dict()
+    lr, alpha, eps = 0.01, 0.99, 1e-4
+    tx, _ = optim.make_optimizer(dict(base, learning_rate=lr, rmsprop_decay=alpha, eps=eps,
+                                      eps_in_sqrt=eps_in_sqrt), 10)
+    g = np.array([1e-3, -2e-2, 0.5], np.float32)
+    params = {"w": jnp.zeros(3)}
+    state = tx.init(params)
+    v = np.zeros(3)
+    for _ in range(3):
+        upd, state = tx.update({"w": jnp.asarray(g)}, state, params)
+        v = alpha * v + (1 - alpha) * g.astype(np.float64) ** 2
+    denom = np.sqrt(v + eps) if eps_in_sqrt else np.sqrt(v) + eps
+    np.testing.assert_allclose(np.asarray(upd["w"]), -lr * g / denom, rtol=1e-5)

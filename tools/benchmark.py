@@ -8,7 +8,6 @@ Any config field can be overridden as in training (`--config.model.features=128`
 See c2f_vol/benchmark.py for what each figure means and how it is timed.
 """
 
-import json
 import os
 
 from absl import app, flags
@@ -58,7 +57,7 @@ def main(argv):
         config.batch_size = FLAGS.batch_size
     import jax
 
-    from c2f_vol import benchmark, sharding
+    from c2f_vol import benchmark, fileio, sharding
 
     sharding.use_cpu_devices(config.batch_size, FLAGS.cpu_devices)
     if FLAGS.dtype is not None:
@@ -95,10 +94,7 @@ def main(argv):
     if summary:
         report(summary)
     if FLAGS.output:
-        tmp = FLAGS.output + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, FLAGS.output)
+        fileio.write_json(FLAGS.output, results)
         print(f"wrote {FLAGS.output}")
 
 

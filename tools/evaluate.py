@@ -7,7 +7,6 @@ Prints the per-action Protocol #1 / #2 table and writes everything as JSON
 (keys mpjpe_mm, pa_mpjpe_mm, per_action, per_joint, frames, config, ...).
 """
 
-import json
 import os
 import sys
 
@@ -37,7 +36,7 @@ def main(argv):
     import numpy as np
     import tqdm
 
-    from c2f_vol import config as config_lib, evaluation, metrics
+    from c2f_vol import config as config_lib, evaluation, fileio, metrics
     from c2f_vol.data import pipeline, stats
 
     if FLAGS.workdir:
@@ -81,10 +80,11 @@ def main(argv):
         result["mean_pose_baseline"] = {k: base[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "frames")}
         print(f"Model:              MPJPE {result['mpjpe_mm']:7.1f} mm   PA-MPJPE {result['pa_mpjpe_mm']:7.1f} mm")
         print(f"Mean-pose baseline: MPJPE {base['mpjpe_mm']:7.1f} mm   PA-MPJPE {base['pa_mpjpe_mm']:7.1f} mm")
+        gt_mpjpe = result["gt_root_depth"]["mpjpe_mm"] if FLAGS.root_depth == "limbs" else result["mpjpe_mm"]
+        result["mean_pose_baseline"]["ratio_gt_root"] = gt_mpjpe / base["mpjpe_mm"]
+        print(f"Model / baseline (MPJPE, ground-truth root): {gt_mpjpe / base['mpjpe_mm']:.3f}")
     output = FLAGS.output or os.path.join(FLAGS.workdir or ".", "eval.json")
-    with open(output + ".tmp", "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-    os.replace(output + ".tmp", output)
+    fileio.write_json(output, result, sort_keys=True)
     logging.info("Wrote %s", output)
     print(f"Metrics JSON: {os.path.abspath(output)}")
 

@@ -106,7 +106,7 @@ from c2f_vol.codec import VolumeCodec
 
 spec, overrides = sys.argv[1], json.loads(sys.argv[2])
 c = cfg.load(spec, overrides)
-codec = VolumeCodec.from_config(c.codec)
+codec = VolumeCodec.for_experiment(c)
 m = model.create_model(c.model, codec)
 params = {}
 for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(m, nnx.Param))[0]:

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from c2f_vol import skeleton
+from c2f_vol import fileio, skeleton
 
 BONE_LENGTHS_FILE = "bone_lengths_mm.json"
 
@@ -38,10 +38,7 @@ def write_bone_lengths(workdir: str, lengths_mm: np.ndarray, source: str) -> str
     payload = {"bones": [list(b) for b in skeleton.BONES],
                "names": [f"{skeleton.JOINT_NAMES[p]}-{skeleton.JOINT_NAMES[c]}" for p, c in skeleton.BONES],
                "mean_bone_lengths_mm": [float(v) for v in lengths_mm], "source": source}
-    with open(path + ".tmp", "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(path + ".tmp", path)
-    return path
+    return fileio.write_json(path, payload)
 
 
 def read_bone_lengths(workdir: str) -> np.ndarray:

@@ -1,0 +1,27 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def write_text(path: str, text: str) -> str:
+    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_json(path: str, obj: Any, **dump_kw) -> str:
+    """`obj` as indented JSON (NumPy scalars and arrays as lists), written atomically."""
+    dump_kw.setdefault("indent", 2)
+    text = json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o), **dump_kw)
+    return write_text(path, text + "\n")
