@@ -103,6 +103,11 @@ class FakeSequence:
     swapped: bool = False   # written with left/right labels exchanged
     yaw_deg: float = 0.0
     damaged_video: bool = False
+    # (width, height) of the video when not the camera's nominal size. The joints are
+    # drawn where the camera's intrinsics put them (top-left anchored), so extra or
+    # missing rows/columns only add or cut pixels at the bottom/right edge, as in the
+    # release's 1000x1002 videos of 1000x1000 cameras.
+    video_size: tuple[int, int] | None = None
 
 
 SEQUENCES: tuple[FakeSequence, ...] = (
@@ -140,7 +145,7 @@ def write_fake_h36m(root: pathlib.Path, sequences=SEQUENCES) -> dict[tuple[str, 
             p["video"].parent.mkdir(parents=True, exist_ok=True)
             p["video"].write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated download" * 4)
         else:
-            write_video(p["video"], joints2d, (cam.width, cam.height))
+            write_video(p["video"], joints2d, seq.video_size or (cam.width, cam.height))
         stored3d, stored2d = poses[: seq.frames], joints2d[: seq.frames]
         if seq.swapped:
             stored3d, stored2d = swap_labels32(stored3d), swap_labels32(stored2d)

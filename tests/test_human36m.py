@@ -121,39 +121,52 @@ def test_splits_subjects_strides_and_actions(built):
     assert len(examples["train"]) == len(got["train"])  # keys are unique
 
 
+def _check_example(truth, ex):
+    """Shapes, anatomical 3D, 2D/3D/intrinsics consistency of one example."""
+    assert ex["image"].shape == (256, 256, 3) and ex["image"].dtype == np.uint8
+    assert ex["joints_2d"].shape == (17, 2) and ex["joints_2d"].dtype == np.float32
+    assert ex["joints_3d"].shape == (17, 3) and ex["joints_3d"].dtype == np.float32
+    assert ex["intrinsics"].shape == (4,) and ex["intrinsics"].dtype == np.float32
+    assert ex["frame"].dtype == np.int32
+    pose32 = _truth_of(truth, ex)
+    # Anatomical labels whatever the file's labelling: LHip is truly the left hip.
+    np.testing.assert_allclose(ex["joints_3d"], skeleton.from_h36m32(pose32), atol=0.05)
+    cam = camera.H36M_CAMERAS[_text(ex["camera"])]
+    pinhole = camera.project(ex["joints_3d"].astype(np.float64), ex["intrinsics"].astype(np.float64))
+    # Only the lens distortion, which the stored pinhole intrinsics leave out, separates them.
+    assert np.abs(pinhole - ex["joints_2d"]).max() < 3.0
+    # Exactly: the affine of the crop applied to the distorted projection.
+    frame_px = camera.project(pose32, cam.intrinsics.astype(np.float64), cam.distortion.astype(np.float64))
+    scale = ex["intrinsics"][0] / cam.fx
+    offset = ex["intrinsics"][2] - scale * cam.cx
+    np.testing.assert_allclose(ex["joints_2d"][:, 0], skeleton.from_h36m32(frame_px)[:, 0] * scale + offset,
+                               atol=0.02)
+    np.testing.assert_allclose(ex["intrinsics"][1] / cam.fy, scale, rtol=1e-5)
+    offset_y = ex["intrinsics"][3] - scale * cam.cy
+    np.testing.assert_allclose(ex["joints_2d"][:, 1], skeleton.from_h36m32(frame_px)[:, 1] * scale + offset_y,
+                               atol=0.02)
+
+
+def _check_marker(ex):
+    """The red disc drawn at the left wrist lies where joints_2d puts LWrist in the crop."""
+    lwrist = skeleton.JOINT_NAMES.index("LWrist")
+    rgb = ex["image"].astype(int)
+    red = (rgb[..., 0] > 120) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)
+    assert red.sum() > 20, "the red marker is missing from the crop"
+    v, u = np.nonzero(red)
+    np.testing.assert_allclose([u.mean(), v.mean()], ex["joints_2d"][lwrist], atol=1.5)
+
+
 def test_every_feature(built):
     _, truth, examples, _ = built
     for ex in examples["train"] + examples["test"]:
-        assert ex["image"].shape == (256, 256, 3) and ex["image"].dtype == np.uint8
-        assert ex["joints_2d"].shape == (17, 2) and ex["joints_2d"].dtype == np.float32
-        assert ex["joints_3d"].shape == (17, 3) and ex["joints_3d"].dtype == np.float32
-        assert ex["intrinsics"].shape == (4,) and ex["intrinsics"].dtype == np.float32
-        assert ex["frame"].dtype == np.int32
-        pose32 = _truth_of(truth, ex)
-        # Anatomical labels whatever the file's labelling: LHip is truly the left hip.
-        np.testing.assert_allclose(ex["joints_3d"], skeleton.from_h36m32(pose32), atol=0.05)
-        cam = camera.H36M_CAMERAS[_text(ex["camera"])]
-        pinhole = camera.project(ex["joints_3d"].astype(np.float64), ex["intrinsics"].astype(np.float64))
-        # Only the lens distortion, which the stored pinhole intrinsics leave out, separates them.
-        assert np.abs(pinhole - ex["joints_2d"]).max() < 3.0
-        # Exactly: the affine of the crop applied to the distorted projection.
-        frame_px = camera.project(pose32, cam.intrinsics.astype(np.float64), cam.distortion.astype(np.float64))
-        scale = ex["intrinsics"][0] / cam.fx
-        offset = ex["intrinsics"][2] - scale * cam.cx
-        np.testing.assert_allclose(ex["joints_2d"][:, 0], skeleton.from_h36m32(frame_px)[:, 0] * scale + offset,
-                                   atol=0.02)
-        np.testing.assert_allclose(ex["intrinsics"][1] / cam.fy, scale, rtol=1e-5)
+        _check_example(truth, ex)
 
 
 def test_drawn_marker_is_where_joints_2d_says(built):
     _, _, examples, _ = built
-    lwrist = skeleton.JOINT_NAMES.index("LWrist")
     for ex in examples["train"] + examples["test"]:
-        rgb = ex["image"].astype(int)
-        red = (rgb[..., 0] > 120) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)
-        assert red.sum() > 20, "the red marker is missing from the crop"
-        v, u = np.nonzero(red)
-        np.testing.assert_allclose([u.mean(), v.mean()], ex["joints_2d"][lwrist], atol=1.5)
+        _check_marker(ex)
 
 
 def test_lhip_is_on_the_persons_left_in_labelled_and_swapped_files(built):
@@ -239,3 +252,88 @@ def test_absent_or_empty_manual_dir_is_a_clear_error(tmp_path):
     (tmp_path / "other" / "README").write_text("not Human3.6M")
     with pytest.raises(FileNotFoundError, match="no subject folder"):
         _build(tmp_path / "other", tmp_path / "tfds")
+
+
+# ---------------------------------------------------------------------------
+# Videos whose frames are not their camera's nominal size.
+
+# The real case: S7 'Greeting' of camera 55011271 (nominally 1000x1000) is 1000x1002.
+_TALL = fake_h36m.FakeSequence("S7", "Greeting", "55011271", 5, yaw_deg=20.0, video_size=(1000, 1002))
+_FOREIGN = fake_h36m.FakeSequence("S7", "Greeting", "55011271", 3, video_size=(640, 480))
+_NOMINAL = fake_h36m.SEQUENCES[0]  # S1 TakingPhoto.54138969, nominal size
+
+
+def _seq_files(cam, name="Greeting"):
+    p = pathlib.Path("/h36m/S7/Videos") / f"{name}.{cam}.mp4"
+    return h36m_files.SequenceFiles("S7", name, cam, p, p, p)
+
+
+def test_frame_size_within_tolerance_is_that_camera():
+    tol = human36m.FRAME_SIZE_TOLERANCE_PX
+    tall, square = _seq_files("54138969"), _seq_files("55011271")  # nominally 1000x1002, 1000x1000
+    assert not human36m.check_frame_size(tall, (1000, 1002))
+    assert not human36m.check_frame_size(square, (1000, 1000))
+    for size in ((1000, 1002), (1000, 998), (1000 + tol, 1000 - tol), (1000 - tol, 1000 + tol)):
+        assert human36m.check_frame_size(square, size)
+    for size in ((1000, 1001 + tol), (999 - tol, 1000), (640, 480), (1002, 1000 * 2)):
+        with pytest.raises(h36m_files.BadFileError) as err:
+            human36m.check_frame_size(square, size)
+        message = str(err.value)
+        assert str(square.video) in message and f"{size[0]}x{size[1]}" in message
+        assert "1000x1000" in message and f"{tol} px" in message
+        assert err.value.bad[0].path == str(square.video)
+
+
+def test_crop_frame_cuts_a_frame_larger_than_nominal_where_its_pixels_lie():
+    # 1000x1002 frame (2 rows beyond a 1000x1000 camera), a white block in the extra rows.
+    frame = np.zeros((1002, 1000, 3), np.uint8)
+    frame[1000:1002, 600:640] = 255
+    affine = camera.crop_affine(np.array([[620.0, 990.0]]), np.array([64.0]), 64)[0]
+    crop = human36m.crop_frame(frame, affine, 64)
+    assert crop.shape == (64, 64, 3)
+    v, u = np.nonzero(crop[..., 0] > 127)
+    want = camera.apply_affine(affine[None], np.array([[[620.0, 1000.5]]]))[0, 0]
+    np.testing.assert_allclose([u.mean(), v.mean()], want, atol=0.5)
+    assert not crop[int(want[1]) + 3:].any()  # black below the frame's last row
+
+
+def test_video_a_few_rows_larger_than_nominal_builds(tmp_path, caplog):
+    root = tmp_path / "h36m"
+    truth = fake_h36m.write_fake_h36m(root, sequences=(_NOMINAL, _TALL))
+    with caplog.at_level(logging.INFO, logger="absl"):
+        builder = _build(root, tmp_path / "tfds", train_stride=1)
+    train = _examples(builder, "train")
+    tall = [e for e in train if _text(e["subject"]) == "S7"]
+    assert sorted(int(e["frame"]) for e in tall) == list(range(_TALL.frames))
+    assert {_text(e["camera"]) for e in tall} == {_TALL.camera}
+    assert len(train) == len(tall) + _NOMINAL.frames
+    for ex in train:  # every example right, those of the 1000x1002 video included
+        _check_example(truth, ex)
+        _check_marker(ex)
+    video = fake_h36m.paths(root, _TALL)["video"]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and "1000x1002" in r.getMessage()]
+    assert len(warnings) == 1
+    assert str(video) in warnings[0] and "1000x1000" in warnings[0]
+    assert builder.info.metadata["frame_size_mismatch"] == {"S7/Greeting.55011271": [1000, 1002]}
+    assert builder.info.metadata["skipped"]["train"] == []
+    reloaded = tfds.builder("human36m/fake", data_dir=str(tmp_path / "tfds"))
+    assert reloaded.info.metadata["frame_size_mismatch"] == {"S7/Greeting.55011271": [1000, 1002]}
+
+
+def test_video_of_impossible_size_is_a_bad_file(tmp_path):
+    root = tmp_path / "h36m"
+    fake_h36m.write_fake_h36m(root, sequences=(_NOMINAL, _FOREIGN))
+    video = fake_h36m.paths(root, _FOREIGN)["video"]
+    with pytest.raises(h36m_files.BadFileError) as err:
+        _build(root, tmp_path / "tfds")
+    message = str(err.value)
+    assert str(video) in message and "640x480" in message and "1000x1000" in message
+    assert f"{human36m.FRAME_SIZE_TOLERANCE_PX} px" in message and "skip_bad_files" in message
+
+    builder = _build(root, tmp_path / "tfds", skip_bad_files=True)
+    train = _examples(builder, "train")
+    assert {_text(e["subject"]) for e in train} == {"S1"}
+    skipped = builder.info.metadata["skipped"]["train"]
+    assert len(skipped) == 1 and str(video) in skipped[0] and "640x480" in skipped[0]
+    assert builder.info.metadata["frame_size_mismatch"] == {}

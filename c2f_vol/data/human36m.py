@@ -32,6 +32,12 @@ Policies
     the end of each split and stored in `info.metadata['skipped']`.
   * `skip_sequences` (default: the damaged S11 'Directions' of camera 54138969) are
     skipped without being opened, and reported in the same summary.
+  * Not every video has its camera's nominal size (S7 'Greeting.55011271' decodes to
+    1000x1002 for a 1000x1000 camera). A size within `FRAME_SIZE_TOLERANCE_PX` of the
+    nominal one in width and height is that camera: it is used as it is, with one
+    warning per file, and recorded in `info.metadata['frame_size_mismatch']`
+    ({'S7/Greeting.55011271': [1000, 1002]}). A size further off cannot be that camera
+    and is a bad file, found from the headers before anything is written.
   * Video and pose frame counts may differ by a few frames: the common length is used
     with one warning per file. A gap of more than 25 frames and 5% of the longest
     file means a truncated or wrong file, and counts as a bad file.
@@ -82,6 +88,15 @@ _MAX_REPROJECTION_PX = 10.0
 # share of the longest file) means a truncated or wrong file.
 _MAX_FRAME_GAP = 25
 _MAX_FRAME_GAP_FRACTION = 0.05
+# How far (px, in width and in height separately) a video's frame size may be from its
+# camera's nominal size and still be that camera. The intrinsics are anchored at the
+# top-left pixel, so rows or columns added or missing at the bottom/right edge (the
+# release has 1000x1002 videos of 1000x1000 cameras; encoders pad or trim a few
+# lines to their block sizes) leave every pixel where the intrinsics put it, and the
+# crops are cut through the same affine. A rescaled or foreign video differs by far
+# more (640x480, 500x500); even a rescale by 8 px in 1000 would move edge pixels by
+# about 4 px, the order of the lens distortion the stored pinhole intrinsics leave out.
+FRAME_SIZE_TOLERANCE_PX = 8
 # The crop box never shrinks below this side (px), so a degenerate 2D pose cannot
 # produce a singular affine.
 _MIN_BOX_PX = 32.0
@@ -234,7 +249,12 @@ def crop_geometry(joints2d_px: np.ndarray, intrinsics: np.ndarray, crop_size: in
 
 
 def crop_frame(frame: np.ndarray, affine: np.ndarray, crop_size: int) -> np.ndarray:
-    """The stored crop of one frame: bilinear, black where the box leaves the frame."""
+    """The stored crop of one frame: bilinear, black where the box leaves the frame.
+
+    Any frame size works: the affine maps frame pixels (top-left origin) to the crop,
+    so a frame a few rows larger or smaller than its camera's nominal size is cut
+    where its own pixels lie.
+    """
     return cv2.warpAffine(frame, affine, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
@@ -358,6 +378,7 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
         self.info.metadata["absent_subjects"] = absent
         self.info.metadata["skipped"] = {}
         self.info.metadata["side_swaps"] = {}
+        self.info.metadata["frame_size_mismatch"] = {}
 
         plan, problems = {}, []
         for split, split_subjects in _SPLIT_SUBJECTS.items():
@@ -373,7 +394,7 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
                     if any(fnmatch.fnmatchcase(seq.key, p) for p in config.skip_sequences):
                         by_config.append(seq.key)
                         continue
-                    seq_bad = files.check_sequence(seq)
+                    seq_bad = files.check_sequence(seq) or _frame_size_problems(seq)
                     bad += seq_bad
                     if not seq_bad:
                         keep.append(seq)
@@ -412,10 +433,12 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
         pose2d = files.read_pose_cdf(seq.pose2d, "pose2d")
         capture, n_video, size = files.open_video(seq.video)
         try:
-            if size != (cam.width, cam.height):
-                raise files.BadFileError(files.BadFile(
-                    str(seq.video), f"frames are {size[0]}x{size[1]}; camera {seq.camera} is "
-                                    f"calibrated for {cam.width}x{cam.height}"))
+            if check_frame_size(seq, size):
+                logging.warning("human36m: %s: frames are %dx%d; camera %s is nominally %dx%d. "
+                                "Within %d px, so used as that camera (intrinsics anchored at the "
+                                "top-left)", seq.video, size[0], size[1], seq.camera, cam.width,
+                                cam.height, FRAME_SIZE_TOLERANCE_PX)
+                self.info.metadata["frame_size_mismatch"][seq.key] = [int(size[0]), int(size[1])]
             n = _common_length(seq, n_video, len(pose3d), len(pose2d))
             pose3d, pose2d = self._fix_sides(seq, pose3d[:n], pose2d[:n], cam, sides)
             kept = np.arange(0, n, stride)
@@ -473,6 +496,37 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
             logging.warning("human36m: %s: D2 lies %.1f px (median) from the projected D3; the "
                             "two files may not belong together", seq.key, error_px)
         return pose3d, pose2d
+
+
+def check_frame_size(seq: files.SequenceFiles, size: tuple[int, int]) -> bool:
+    """Whether a video's (width, height) differs from its camera's nominal size.
+
+    Returns:
+      False for the nominal size, True for one within `FRAME_SIZE_TOLERANCE_PX` of it
+      in both width and height (still that camera).
+    Raises:
+      BadFileError: a size further off, which cannot be that camera.
+    """
+    cam = camera.H36M_CAMERAS[seq.camera]
+    (w, h), tol = size, FRAME_SIZE_TOLERANCE_PX
+    if abs(w - cam.width) > tol or abs(h - cam.height) > tol:
+        raise files.BadFileError(files.BadFile(
+            str(seq.video), f"frames are {w}x{h}; camera {seq.camera} is calibrated for "
+                            f"{cam.width}x{cam.height}, and its videos are within {tol} px of "
+                            f"that in width and height"))
+    return (w, h) != (cam.width, cam.height)
+
+
+def _frame_size_problems(seq: files.SequenceFiles) -> list[files.BadFile]:
+    """[] when the video's header size can be its camera's, else the BadFile (no warning:
+    the builder warns about a tolerated mismatch once, when it reads the file)."""
+    try:
+        capture, _, size = files.open_video(seq.video)
+        capture.release()
+        check_frame_size(seq, size)
+    except files.BadFileError as e:
+        return list(e.bad)
+    return []
 
 
 def _common_length(seq: files.SequenceFiles, n_video: int, n_pose3d: int, n_pose2d: int) -> int:
