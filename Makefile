@@ -39,6 +39,7 @@ demo: $(STAMP)
 	$(PY) tools/train.py --config=configs/synthetic_cpu.py --workdir=$(DEMO_DIR) \
 		--config.data.data_dir=$(abspath $(DATA_DIR))
 	$(PY) tools/evaluate.py --workdir=$(DEMO_DIR) --baseline --root_depth=limbs --output=$(DEMO_DIR)/eval.json
+	$(PY) tools/evaluate.py --workdir=$(DEMO_DIR) --baseline --flip_test --output=$(DEMO_DIR)/eval_flip.json
 	$(PY) tools/export.py --workdir=$(DEMO_DIR) --output=$(DEMO_DIR)/saved_model
 	$(PY) tools/demo_image.py --data_dir=$(abspath $(DATA_DIR)) --image="$(DEMO_IMAGE)" --output=$(DEMO_DIR)/demo_input.png
 	$(PY) tools/predict.py --model=$(DEMO_DIR)/saved_model --image=$(DEMO_DIR)/demo_input.png \
@@ -46,7 +47,7 @@ demo: $(STAMP)
 	@echo "Dataset:     $(abspath $(DATA_DIR))"
 	@echo "Checkpoints: $(abspath $(DEMO_DIR))/checkpoints"
 	@echo "TensorBoard: $(abspath $(DEMO_DIR))/tensorboard"
-	@echo "Metrics:     $(abspath $(DEMO_DIR))/eval.json"
+	@echo "Metrics:     $(abspath $(DEMO_DIR))/eval.json (limb-length and ground-truth root), eval_flip.json (flip test)"
 	@echo "SavedModel:  $(abspath $(DEMO_DIR))/saved_model"
 	@echo "Prediction:  $(abspath $(DEMO_DIR))/prediction.json and prediction.png"
 

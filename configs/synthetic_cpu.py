@@ -1,4 +1,9 @@
-"""A small model that learns the built-in synthetic data in about 10 minutes on 2 CPU cores.
+"""A small model that learns the built-in synthetic data on 2 CPU cores: about 7 minutes of training on
+the AVX-512 class and about 14 on the AVX2 class (4500 steps of batch 16).
+
+Trained with the integral loss plus DSNT's Jensen-Shannon regulariser ('both'), decoded by soft-argmax:
+on this data the mix reached 130 mm test MPJPE at 3000 steps where the integral loss alone reached
+142-146 mm, and 4500 steps took it to 117 mm (README, "Demo").
 
     python tools/train.py --config=configs/synthetic_cpu.py --workdir=DIR
     python tools/train.py --config=configs/synthetic_cpu.py:tiny --workdir=DIR   # seconds; for tests
@@ -16,6 +21,7 @@ def get_config(variant: str = ""):
     c.codec.heatmap_size = (16, 16)
     c.codec.depth_bins = (2, 16)
     c.codec.sigma = 1.0
+    c.loss.kind = "both"
     c.model.num_stacks = 2
     c.model.features = 64
     c.model.hourglass_depth = 2
@@ -24,10 +30,10 @@ def get_config(variant: str = ""):
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
     c.batch_size = 16
-    c.num_train_steps = 3000
+    c.num_train_steps = 4500
     c.log_every = 50
     c.checkpoint_every = 500
-    c.eval_every = 1000
+    c.eval_every = 1500
     c.eval_batch_size = 32
     c.eval_max_examples = 0
     if variant == "tiny":
