@@ -34,7 +34,7 @@ def get_config(variant: str = ""):
     c.num_train_steps = 3600
     c.log_every = 50
     c.checkpoint_every = 600
-    c.eval_every = 1200
+    c.eval_every = 1800
     c.eval_batch_size = 32
     c.eval_max_examples = 0
     if variant == "tiny":
