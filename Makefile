@@ -27,9 +27,10 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# The slow end-to-end tests only; CI runs these after `make test`.
+# The slow end-to-end tests only; CI runs these after `make test`. Collecting none (pytest's exit 5)
+# fails: it would mean the `slow` marker was lost, not that there is nothing to run.
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests" || exit $$rc
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 # The main job on the built-in synthetic data: build it, train, evaluate, export, predict.
 # Re-running is cheap: the dataset and the finished checkpoint are reused.
