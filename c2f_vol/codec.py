@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 from c2f_vol import camera
 

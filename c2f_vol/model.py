@@ -71,6 +71,18 @@ def normalize_images(images, dtype=jnp.float32):
     return x.astype(dtype)
 
 
+def _init_common(model: nnx.Module, model_config: Mapping[str, Any], codec: VolumeCodec, arch: str) -> dict:
+    """Validate the config for `arch` and set the attributes every architecture has; returns the config."""
+    cfg = _check_config(model_config, codec)
+    _check_arch(cfg, arch, type(model).__name__)
+    model.num_joints = cfg["num_joints"]
+    model.depth_bins = tuple(codec.depth_bins)
+    model.input_size = int(codec.input_size)
+    model.heatmap_size = tuple(codec.heatmap_size)
+    model.dtype = DTYPES[cfg["dtype"]]
+    return cfg
+
+
 def _normalized_input(images, size: int, dtype, model_name: str):
     """Check (B, S, S, 3) and normalise; the first step of every architecture."""
     if images.ndim != 4 or tuple(images.shape[1:]) != (size, size, 3):
@@ -198,13 +210,7 @@ class StackedHourglass(nnx.Module):
     """
 
     def __init__(self, model_config: Mapping[str, Any], codec: VolumeCodec, *, rngs: nnx.Rngs):
-        cfg = _check_config(model_config, codec)
-        _check_arch(cfg, "uniform", type(self).__name__)
-        self.num_joints = cfg["num_joints"]
-        self.depth_bins = tuple(codec.depth_bins)
-        self.input_size = int(codec.input_size)
-        self.heatmap_size = tuple(codec.heatmap_size)
-        self.dtype = DTYPES[cfg["dtype"]]
+        cfg = _init_common(self, model_config, codec, "uniform")
         f = cfg["features"]
         kw = dict(dtype=self.dtype, momentum=cfg["bn_momentum"], rngs=rngs)
         conv = dict(dtype=self.dtype, padding="SAME", rngs=rngs)
@@ -330,13 +336,7 @@ class ReleasedStackedHourglass(nnx.Module):
     """
 
     def __init__(self, model_config: Mapping[str, Any], codec: VolumeCodec, *, rngs: nnx.Rngs):
-        cfg = _check_config(model_config, codec)
-        _check_arch(cfg, "released", type(self).__name__)
-        self.num_joints = cfg["num_joints"]
-        self.depth_bins = tuple(codec.depth_bins)
-        self.input_size = int(codec.input_size)
-        self.heatmap_size = tuple(codec.heatmap_size)
-        self.dtype = DTYPES[cfg["dtype"]]
+        cfg = _init_common(self, model_config, codec, "released")
         f = cfg["features"]
         quarter, half, wide = f // 4, f // 2, 2 * f
         kw = dict(dtype=self.dtype, momentum=cfg["bn_momentum"], rngs=rngs)

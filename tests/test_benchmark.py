@@ -44,6 +44,7 @@ def test_summary_ratios():
     assert benchmark.summarize(None, [], []) is None
 
 
+@pytest.mark.slow  # compiles and times a real step (~20 s; minutes on AVX2)
 def test_train_step_figures_come_from_the_compiled_step():
     rows = [benchmark.benchmark_train(_tiny(batch_size=b), steps=2, warmup=1, peak_tflops=0.5) for b in (2, 4)]
     for r in rows:
@@ -89,6 +90,7 @@ def test_stand_ins_are_shaped_like_the_stored_dataset():
         benchmark.stand_in_examples("coco", 1)
 
 
+@pytest.mark.slow  # exports and reloads a SavedModel to time it
 def test_inference_times_jax_and_the_reloaded_savedmodel():
     rows = benchmark.benchmark_inference(_tiny(), batch_sizes=(1, 3), steps=2, warmup=1)
     assert [(r["runtime"], r["batch_size"]) for r in rows] == [("jax", 1), ("savedmodel", 1), ("jax", 3),

@@ -46,7 +46,8 @@ RELOAD = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module", params=["soft_argmax", "argmax_local"])
+# The argmax_local export is the same path with another decoder: slow, so the default suite exports once.
+@pytest.fixture(scope="module", params=["soft_argmax", pytest.param("argmax_local", marks=pytest.mark.slow)])
 def trained(tmp_path_factory, request):
     """A tiny model after a few steps on random data (non-trivial weights and BatchNorm statistics),
     exported with each decoder: both signatures decode through `VolumeCodec.decode_logits`."""

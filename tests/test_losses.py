@@ -185,6 +185,7 @@ def test_wrong_logit_levels_error():
         losses.compute_loss(_targets(_batch())[:1], _batch(), CODEC, BOTH)
 
 
+@pytest.mark.slow  # 20 training steps of a small model
 def test_few_steps_overfit_one_batch():
     model_cfg = dict(num_stacks=2, features=8, hourglass_depth=1, num_residual=1, num_joints=J, dtype="float32")
     model = create_model(model_cfg, CODEC, seed=0)
