@@ -230,21 +230,6 @@ def apply_affine(affine, points):
     )
 
 
-def scale_intrinsics(intrinsics, factor_u, factor_v, offset_u=0.0, offset_v=0.0):
-    """Intrinsics after resizing an image by (factor_u, factor_v) following a shift.
-
-    For a region whose top-left pixel *edge* is at (offset_u, offset_v) in the
-    original frame, then resized by the factors (pixel centres at integers).
-    """
-    xp = array_module(intrinsics)
-    fx, fy, cx, cy = (intrinsics[..., i] for i in range(4))
-    return xp.stack(
-        [fx * factor_u, fy * factor_v,
-         (cx - offset_u + 0.5) * factor_u - 0.5, (cy - offset_v + 0.5) * factor_v - 0.5],
-        axis=-1,
-    )
-
-
 # ---------------------------------------------------------------------------
 # Human3.6M cameras (intrinsics are shared by all subjects).
 

@@ -409,7 +409,7 @@ class VolumeCodec:
         cols = [x, y] if d == 1 else [x, y, z]
         return jnp.stack(cols, axis=-1).astype(jnp.float32)
 
-    def check_logits(self, logits: Sequence, batch_joints: tuple[int, int] | None = None) -> None:
+    def check_logits(self, logits: Sequence) -> None:
         """Raise ValueError unless `logits` has one (B, J, D_i, H, W) array per level."""
         if len(logits) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} levels of logits; got {len(logits)}")

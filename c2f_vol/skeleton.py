@@ -40,12 +40,6 @@ BONES: tuple[tuple[int, int], ...] = tuple(
     (p, c) for c, p in enumerate(PARENTS) if p >= 0
 )
 
-# Mean bone lengths (mm) of the training subjects, in BONES order. Unknown
-# until computed from a training split (see the evaluation issue); None means
-# "not measured yet" and callers must not substitute a guess.
-MEAN_BONE_LENGTHS_MM: tuple[float, ...] | None = None
-
-
 def _flip_permutation() -> tuple[int, ...]:
     perm = list(range(NUM_JOINTS))
     for r, l in LEFT_RIGHT_PAIRS:

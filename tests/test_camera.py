@@ -137,15 +137,6 @@ def test_crop_in_tf_graph_matches_numpy(rng):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-3)
 
 
-def test_scale_intrinsics_matches_cropped_and_resized_image(rng):
-    pts = random_poses(rng, 2)
-    uv = camera.project(pts, CAM.intrinsics.astype(np.float64))
-    # Take the region starting at pixel edge (300, 250) and shrink it by 0.5.
-    intr = camera.scale_intrinsics(CAM.intrinsics.astype(np.float64), 0.5, 0.5, 300.0, 250.0)
-    aff = np.array([[0.5, 0, (-300 + 0.5) * 0.5 - 0.5], [0, 0.5, (-250 + 0.5) * 0.5 - 0.5]])
-    np.testing.assert_allclose(camera.project(pts, intr), camera.apply_affine(aff, uv), atol=1e-9)
-
-
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="points_cam.*3"):
         camera.project(np.zeros((4, 2)), CAM.intrinsics)

@@ -52,4 +52,3 @@ def test_bone_lengths():
     assert lengths.shape == (16,)
     assert lengths[0] == pytest.approx(100.0)  # Pelvis-RHip
     assert lengths[1] == pytest.approx(400.0)  # RHip-RKnee
-    assert skeleton.MEAN_BONE_LENGTHS_MM is None  # no invented numbers
