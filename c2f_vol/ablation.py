@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from c2f_vol import config as config_lib, fileio
+from c2f_vol.codec import VolumeCodec
 
 # Depth schedules per grid: name -> depth bins of each stack (one stack per entry).
 SCHEDULES = {
@@ -93,7 +94,7 @@ def run_grid(config_spec: str, workdir: str, *, grid: str = "stacks2", losses: S
             raise RuntimeError(f"{run_dir}: the run stopped at step {out['step']} of {steps} without a full "
                                f"history; remove {run_dir} and rerun")
         row = dict(schedule=schedule, depth_bins=list(bins), loss=loss,
-                   decoder=train.Trainer(config).codec.decoder, steps=steps,
+                   decoder=VolumeCodec.for_experiment(config).decoder, steps=steps,
                    mpjpe_mm=out["eval"]["mpjpe_mm"], pa_mpjpe_mm=out["eval"]["pa_mpjpe_mm"],
                    frames=out["eval"]["frames"], seconds=time.time() - t0,
                    curve_eval=[(h["step"], h["mpjpe_mm"]) for h in out["history"] if h["kind"] == "eval"],
@@ -187,7 +188,4 @@ def write_outputs(rows: Sequence[dict], json_path: str, png_path: str, meta: dic
     for path in (json_path, png_path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fileio.write_json(json_path, dict(meta, runs=list(rows), table=format_table(rows)))
-    tmp = f"{png_path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(png.tobytes())
-    os.replace(tmp, png_path)
+    fileio.write_bytes(png_path, png.tobytes())

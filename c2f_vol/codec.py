@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-
 from c2f_vol import camera
 
 
@@ -232,11 +231,11 @@ class VolumeCodec:
         d, w = self.depth_bins[level], self.heatmap_size[1]
         return 2 * int(((self.paper_window - 1) * d / w + 1) // 2) + 1
 
-    def gaussian_targets(self, coords, level: int, dtype=None, target: str | None = None):
+    def gaussian_targets(self, coords, level: int, dtype=None):
         """Unnormalised separable Gaussian volumes (peak 1) around voxel coordinates.
 
         Built from 1-D profiles inside the caller's jit; nothing is carried by
-        the input pipeline. `target` overrides the codec's target kind.
+        the input pipeline.
 
         Args:
           coords: (B, J, 3) or (B, J, 2) voxel coordinates of `level`.
@@ -248,7 +247,6 @@ class VolumeCodec:
         import jax.numpy as jnp
 
         dtype = dtype or jnp.float32
-        target = target or self.target
         h, w = self.heatmap_size
         d = self.depth_bins[level]
         coords = jnp.asarray(coords, jnp.float32)
@@ -260,7 +258,7 @@ class VolumeCodec:
             off = grid - jnp.floor(c[..., None] + 0.5)  # distance to the joint's voxel centre
             return jnp.where(jnp.abs(off) <= half, jnp.exp(-0.5 * (off / s) ** 2), 0.0)
 
-        if target == "paper":
+        if self.target == "paper":
             win_xy, win_z = self.paper_window, self.paper_window_z(level)
             xy_args, z_args = (0.25 * win_xy, (win_xy - 1) // 2), (0.25 * win_z, (win_z - 1) // 2)
         else:
@@ -289,6 +287,28 @@ class VolumeCodec:
         if self.decoder == "argmax_local":
             return self.argmax_local(logits)
         return self.soft_argmax(logits), self.confidence(logits)
+
+    def density(self, logits):
+        """Each joint's volume as a normalised density, as its decoder reads it.
+
+        Args:
+          logits: (B, J, D, H, W).
+        Returns:
+          (B, J, D, H, W) summing to 1 over (D, H, W): the softmax for soft_argmax,
+          the heatmap clipped at 0 for argmax_local (an MSE model's output).
+        """
+        import jax
+        import jax.numpy as jnp
+
+        v = jnp.asarray(logits).astype(jnp.float32)
+        *lead, d, h, w = v.shape
+        flat = v.reshape(*lead, d * h * w)
+        if self.decoder == "argmax_local":
+            p = jnp.maximum(flat, 0.0) + 1e-12
+            p = p / jnp.sum(p, axis=-1, keepdims=True)
+        else:
+            p = jax.nn.softmax(flat, axis=-1)
+        return p.reshape(v.shape)
 
     def argmax_local(self, logits):
         """The paper's argmax, refined by a per-axis quadratic fit of the log-heatmap.

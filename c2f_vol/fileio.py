@@ -7,17 +7,22 @@ import os
 from typing import Any
 
 
-def write_text(path: str, text: str) -> str:
-    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
+def write_bytes(path: str, data: bytes) -> str:
+    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def write_text(path: str, text: str) -> str:
+    """`text` as UTF-8, written atomically (`write_bytes`)."""
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str, obj: Any, **dump_kw) -> str:

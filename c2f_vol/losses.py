@@ -21,10 +21,10 @@ Kinds (`loss_config.kind`):
         distribution the soft-argmax takes its expectation under, and the
         normalised Gaussian target. It shapes the density the decoder reads
         without fighting it.
-      - 'mse': the raw-logit MSE of 'heatmap'. This mix stalls (README, "Loss
-        choice"): the MSE is a mean over J * D * H * W voxels, so the cost of
-        the sharp logit peak a soft-argmax needs grows as the volume shrinks;
-        on small volumes it outweighs the coordinate term.
+      - 'mse': the raw-logit MSE of 'heatmap'. This mix stalls (README, "Why
+        integral + raw MSE stalled"): at weight 1 its gradient at the logits is
+        about 3x the coordinate term's and pulls every logit to the [0, 1]
+        target, so the softmax flattens and the soft-argmax loses its traction.
 
 Every stack is supervised; stack i's term is multiplied by stack_weights[i]
 (default 1) and the stacks are summed. Samples with mask 0 (padding) are left

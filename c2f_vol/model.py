@@ -61,8 +61,6 @@ REQUIRED_KEYS = ("num_stacks", "features", "hourglass_depth", "num_residual", "n
 # BatchNorm momentum (0.1) that the original hourglass code trained with;
 # Flax's default 0.99 lags far behind at the small batches this model trains with.
 OPTIONAL_KEYS = {"arch": "uniform", "bn_momentum": 0.9}
-# Valid `arch` values (create_model's ARCHITECTURES maps them to classes).
-ARCH_NAMES = ("uniform", "released")
 
 def normalize_images(images, dtype=jnp.float32):
     """(B, S, S, 3) uint8 or float pixels in [0, 255] -> normalised `dtype`."""
@@ -448,8 +446,8 @@ def _check_config(model_config: Mapping[str, Any], codec: VolumeCodec) -> dict:
         raise ValueError(f"model config: missing keys {missing}, unknown keys {unknown}; "
                          f"expected {list(REQUIRED_KEYS)} and optionally {sorted(OPTIONAL_KEYS)}")
     cfg = {**OPTIONAL_KEYS, **given}
-    if not isinstance(cfg["arch"], str) or cfg["arch"] not in ARCH_NAMES:
-        raise ValueError(f"model config: arch must be one of {list(ARCH_NAMES)}; got {cfg['arch']!r}")
+    if not isinstance(cfg["arch"], str) or cfg["arch"] not in ARCHITECTURES:
+        raise ValueError(f"model config: arch must be one of {list(ARCHITECTURES)}; got {cfg['arch']!r}")
     cfg["bn_momentum"] = float(cfg["bn_momentum"])
     if not 0.0 <= cfg["bn_momentum"] < 1.0:
         raise ValueError(f"model config: bn_momentum must be in [0, 1); got {cfg['bn_momentum']}")
@@ -539,9 +537,8 @@ class _HostCount:
         self.n = int(value)
 
 
-# arch name -> model class; the names are ARCH_NAMES.
+# arch name -> model class: the valid values of the model config's `arch`.
 ARCHITECTURES = {"uniform": StackedHourglass, "released": ReleasedStackedHourglass}
-assert tuple(ARCHITECTURES) == ARCH_NAMES
 
 
 def count_params(model: nnx.Module) -> int:

@@ -100,7 +100,8 @@ class CheckpointPredictor:
         self.input_size = self.trainer.codec.input_size
         self._variables = export.variables_of(self.state)
         self._camera = jax.jit(export.make_camera_fn(self.trainer, stats.read_bone_lengths(workdir)))
-        self._logits = jax.jit(lambda s, x: self.trainer._predict(s, x)[-1])
+        codec = self.trainer.codec
+        self._density = jax.jit(lambda s, x: codec.density(self.trainer._predict(s, x)[-1]))
         self.source = f"checkpoint step {self.step} of {os.path.abspath(workdir)}"
 
     def __call__(self, crop, intrinsics, box) -> dict:
@@ -109,14 +110,9 @@ class CheckpointPredictor:
                 "joints_image": np.asarray(image_uv[0]), "confidence": np.asarray(conf[0])}
 
     def volume_slice(self, crop, joint: int) -> tuple[np.ndarray, int]:
-        """The volume (H, W) of `joint` at its most likely depth bin of the finest stack, as a density:
-        the softmax for a soft-argmax model, the clipped heatmap for an argmax_local (MSE) model."""
-        logits = np.asarray(self._logits(self.state, crop[None]))[0, joint].astype(np.float64)  # (D, H, W)
-        if self.trainer.codec.decoder == "argmax_local":
-            p = np.clip(logits, 0.0, None) + 1e-12
-        else:
-            p = np.exp(logits - logits.max())
-        p /= p.sum()
+        """The density (H, W) of `joint` at its most likely depth bin of the finest stack, as the
+        model's decoder reads it (`VolumeCodec.density`)."""
+        p = np.asarray(self._density(self.state, crop[None]))[0, joint].astype(np.float64)  # (D, H, W)
         d = int(np.argmax(p.sum(axis=(1, 2))))
         return p[d], d
 

@@ -217,3 +217,18 @@ def test_paper_targets_match_the_released_drawing():
         assert np.count_nonzero(coarse[zbin]) == 13 * 13
     # A joint whose voxel is far outside the volume draws nothing.
     assert float(codec.gaussian_targets(jnp.array([[[-20.0, 30.0, 10.0]]]), 3).max()) == 0.0
+
+
+def test_density_is_what_each_decoder_reads():
+    logits = jax.random.normal(jax.random.PRNGKey(3), (2, 17, 4, 8, 8))
+    soft = VolumeCodec(input_size=32, heatmap_size=(8, 8), depth_bins=(4,)).density(logits)
+    np.testing.assert_allclose(np.asarray(soft).reshape(2, 17, -1),
+                               np.asarray(jax.nn.softmax(logits.reshape(2, 17, -1), axis=-1)), rtol=1e-5, atol=1e-7)
+    heat = VolumeCodec(input_size=32, heatmap_size=(8, 8), depth_bins=(4,), decoder="argmax_local").density(logits)
+    np.testing.assert_allclose(np.asarray(heat).sum(axis=(2, 3, 4)), 1.0, rtol=1e-5)
+    assert float(heat.min()) >= 0.0
+    # The clipped heatmap: negative voxels carry (almost) nothing, positive ones are proportional to the value.
+    flat, v = np.asarray(heat).reshape(2, 17, -1), np.asarray(logits).reshape(2, 17, -1)
+    assert flat[v < 0].max() < 1e-9
+    ratio = flat[0, 0][v[0, 0] > 0] / v[0, 0][v[0, 0] > 0]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)

@@ -32,10 +32,10 @@ def main(argv):
     from c2f_vol import ablation, config as config_lib, sharding
     from c2f_vol.data import builders
 
-    batch = config_lib.load(FLAGS.config).batch_size
-    sharding.use_cpu_devices(batch, 0)
+    base = config_lib.load(FLAGS.config)
+    sharding.use_cpu_devices(base.batch_size, 0)
     data_dir = os.path.abspath(os.path.expanduser(FLAGS.data_dir))
-    builders.build(config_lib.load(FLAGS.config).data.name, data_dir)
+    builders.build(base.data.name, data_dir)
     rows = ablation.run_grid(FLAGS.config, FLAGS.workdir, grid=FLAGS.grid, losses=FLAGS.losses or None,
                              steps=FLAGS.steps, eval_points=FLAGS.eval_points, data_dir=data_dir)
     json_path = os.path.join(FLAGS.workdir, "ablation.json")
