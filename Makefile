@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The default suite runs on every core (pytest-xdist; a test file stays on one worker, so its
+# module-scoped fixtures are built once). The slow suite runs serially: it holds timed sections.
+PYTEST_WORKERS ?= auto
 
 export TF_CPP_MIN_LOG_LEVEL := 2
 
@@ -25,7 +28,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 # The default suite: fast tests only (the `slow` marker is excluded in pyproject.toml).
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The slow end-to-end tests only; CI runs these after `make test`. Collecting none (pytest's exit 5)
 # fails: it would mean the `slow` marker was lost, not that there is nothing to run.

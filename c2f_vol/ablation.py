@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from c2f_vol import config as config_lib, fileio
+from c2f_vol import config as config_lib, fileio, train
 from c2f_vol.codec import VolumeCodec
 
 # Depth schedules per grid: name -> depth bins of each stack (one stack per entry).
@@ -60,8 +60,6 @@ def run_grid(config_spec: str, workdir: str, *, grid: str = "stacks2", losses: S
     Each row: schedule, depth_bins, loss, decoder, steps, mpjpe_mm, pa_mpjpe_mm (whole test split),
     seconds (training and evaluation), curve_eval [(step, mpjpe_mm)], curve_train [(step, loss)].
     """
-    from c2f_vol import train
-
     if grid not in SCHEDULES:
         raise ValueError(f"grid must be one of {sorted(SCHEDULES)}; got {grid!r}")
     losses = list(losses or LOSSES)

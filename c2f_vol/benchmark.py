@@ -29,6 +29,9 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from c2f_vol import inference, skeleton, train
+from c2f_vol.codec import VolumeCodec
+
 
 def random_train_batch(codec, batch_size: int, seed: int = 0) -> dict:
     """A host batch with the shapes and value ranges of `pipeline.train_dataset`'s TRAIN_KEYS."""
@@ -120,8 +123,6 @@ def benchmark_train(config, *, steps: int = 20, warmup: int = 3, peak_tflops: fl
     peak bytes in use.
     With `profile_dir`, a `jax.profiler` trace of 3 further steps is written there.
     """
-    from c2f_vol import train
-
     trainer = train.Trainer(config)
     batch_size = int(config.batch_size)
     trainer_batch = trainer.put(random_train_batch(trainer.codec, batch_size, config.seed))
@@ -147,7 +148,7 @@ def benchmark_train(config, *, steps: int = 20, warmup: int = 3, peak_tflops: fl
         "dtype": str(config.model.dtype),
         "loss": str(config.loss.kind),
         "devices": trainer.mesh.devices.size,
-        "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(trainer.abstract_params))),
+        "params": trainer.network.num_params,
         "compile_s": compile_s,
         **_summary(times, batch_size),
     }
@@ -168,88 +169,17 @@ def benchmark_train(config, *, steps: int = 20, warmup: int = 3, peak_tflops: fl
 # Input pipeline.
 
 
-def _encode_jpeg(image: np.ndarray) -> bytes:
-    """RGB uint8 -> JPEG bytes at quality 95, as TFDS's Image feature stores them."""
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise RuntimeError("OpenCV failed to encode a synthetic frame as JPEG")
-    return buf.tobytes()
-
-
-def _builder_config(builder_cls, name: str):
-    """The BuilderConfig `name` of a TFDS builder class ('' = its default)."""
-    configs = {c.name: c for c in builder_cls.BUILDER_CONFIGS}
-    name = name or builder_cls.DEFAULT_CONFIG_NAME
-    if name not in configs:
-        raise ValueError(f"{builder_cls.name} has no config named {name!r} (known: {', '.join(sorted(configs))})")
-    return configs[name]
-
-
-def stand_in_examples(data_name: str, num: int, seed: int = 0, frame_size: int = 0):
-    """`num` rendered examples shaped like what the dataset `data_name` stores, held in memory.
-
-    The pipeline's cost is mostly decoding, so it depends on the stored image:
-      * c2f_synthetic/<config>: whole frames of that builder config's image_size;
-      * human36m[/<config>]: person crops of that builder config (crop_size², box
-        margin) cut from rendered frames of a Human3.6M camera's size, the way the
-        builder cuts them from the videos;
-      * frame_size > 0: whole frames of frame_size², whatever the dataset (for
-        data you store as full frames yourself).
-    Returns (a tf.data.Dataset of contract examples with JPEG images, a description of them).
-    """
-    import tensorflow as tf
-
-    from c2f_vol import camera
-    from c2f_vol.data import human36m
-    from c2f_vol.data.synthetic import builder as synth
-
-    family, _, variant = data_name.partition("/")
-    crop = None
-    if frame_size > 0:
-        image_size = (frame_size, frame_size)
-        what = f"synthetic {frame_size}x{frame_size} frames"
-    elif family == synth.C2fSynthetic.name:
-        image_size = _builder_config(synth.C2fSynthetic, variant).image_size
-        what = f"synthetic {image_size[1]}x{image_size[0]} frames, as {data_name} stores them"
-    elif family == human36m.Human36m.name:
-        crop = _builder_config(human36m.Human36m, variant)
-        cam = next(iter(camera.H36M_CAMERAS.values()))  # the video frames the builder crops from
-        image_size = (cam.height, cam.width)
-        what = (f"{crop.crop_size}x{crop.crop_size} person crops (box margin {crop.box_margin}) of synthetic "
-                f"{cam.width}x{cam.height} frames, as human36m stores them")
-    else:
-        raise ValueError(f"no stand-in for dataset {data_name!r}: prepare it in config.data.data_dir, or pass "
-                         f"frame_size > 0 for whole synthetic frames of that side")
-    cfg = synth.C2fSyntheticConfig(name="bench", train_size=num, test_size=1, image_size=image_size, seed=seed)
-    cols: dict[str, list] = {}
-    for i in range(num):
-        ex = synth.make_example(cfg, "train", i)
-        if crop is not None:
-            affines, joints_2d, intrinsics = human36m.crop_geometry(
-                ex["joints_2d"][None].astype(np.float64), ex["intrinsics"], crop.crop_size, crop.box_margin)
-            ex["image"] = human36m.crop_frame(ex["image"], affines[0], crop.crop_size)
-            ex["joints_2d"] = joints_2d[0].astype(np.float32)
-            ex["intrinsics"] = intrinsics[0].astype(np.float32)
-        ex["image"] = _encode_jpeg(ex["image"])
-        for k, v in ex.items():
-            cols.setdefault(k, []).append(v)
-    ds = tf.data.Dataset.from_tensor_slices({k: (v if k == "image" else np.stack(v)) for k, v in cols.items()})
-    return ds, f"{num} JPEG {what}, in memory"
-
-
 def benchmark_pipeline(config, *, threads: int, batches: int = 50, frame_size: int = 0,
                        num_examples: int = 64) -> dict:
     """Images/s of the full training pipeline (read, decode, augment, warp, batch) alone.
 
     Reads the config's dataset when it is prepared in config.data.data_dir;
     otherwise `num_examples` rendered stand-ins for it held in memory
-    (`stand_in_examples`; the JSON's `source` says which). `threads` bounds
+    (`c2f_vol.data.stand_ins.stand_in_examples`; the JSON's `source` says which). `threads` bounds
     tf.data's thread pool.
     """
-    from c2f_vol.codec import VolumeCodec
-    from c2f_vol.data import pipeline
+    # Here, not at the top: the pipeline and its stand-ins load TensorFlow; `import c2f_vol.benchmark` does not.
+    from c2f_vol.data import pipeline, stand_ins
 
     if threads < 1:
         raise ValueError(f"threads must be >= 1; got {threads}")
@@ -268,7 +198,7 @@ def benchmark_pipeline(config, *, threads: int, batches: int = 50, frame_size: i
                                     seed=config.seed)
         source = f"{config.data.name}:{config.data.train_split} in {builder.data_dir}"
     else:
-        examples, source = stand_in_examples(config.data.name, num_examples, config.seed, frame_size)
+        examples, source = stand_ins.stand_in_examples(config.data.name, num_examples, config.seed, frame_size)
         ds = pipeline.train_dataset_from_examples(examples.cache(), data_config, size, batch_size=batch_size,
                                                   seed=config.seed)
     ips = pipeline.measure_throughput(ds, batches)
@@ -282,16 +212,16 @@ def benchmark_pipeline(config, *, threads: int, batches: int = 50, frame_size: i
 
 
 @contextlib.contextmanager
-def _saved_model_dir(trainer, state, path: str | None):
+def _saved_model_dir(network, variables, path: str | None):
     if path:
         yield path
         return
-    from c2f_vol import export, skeleton
+    from c2f_vol import export  # function-level: keeps TensorFlow off the TF-free train section
 
     with tempfile.TemporaryDirectory(prefix="c2f_bench_") as tmp:
         # Bone lengths only feed the camera_frame signature, which is not timed here.
         bones = np.full((len(skeleton.BONES),), 250.0, np.float32)
-        yield export.export_saved_model(trainer, state, bones, os.path.join(tmp, "saved_model"))
+        yield export.export_saved_model(network, variables, bones, os.path.join(tmp, "saved_model"))
 
 
 def benchmark_inference(config, *, batch_sizes=(1, 32), steps: int = 20, warmup: int = 3,
@@ -304,25 +234,21 @@ def benchmark_inference(config, *, batch_sizes=(1, 32), steps: int = 20, warmup:
     run affects both alike and their ratio stays fair. Weights are freshly initialised unless `saved_model` names an
     exported model of the same config.
     """
-    import tensorflow as tf
+    from c2f_vol import export  # function-level: keeps TensorFlow off the TF-free train section
 
-    from c2f_vol import export, train
-
-    trainer = train.Trainer(config)
-    state = trainer.init_state()
-    s = trainer.codec.input_size
-    jax_fn = jax.jit(export.make_crop_fn(trainer))
-    # One device, as a served model runs (the train state is replicated over the whole mesh).
-    variables = jax.device_put(export.variables_of(state), jax.local_devices()[0])
+    network = inference.Network(config)
+    s = network.codec.input_size
+    jax_fn = network.jitted_crop_fn()
+    # One device, as a served model runs.
+    variables = jax.device_put(network.init_variables(), jax.local_devices()[0])
     rng = np.random.default_rng(config.seed)
     rows = []
-    with _saved_model_dir(trainer, state, saved_model) as path:
-        serve = tf.saved_model.load(path).signatures["serving_default"]
+    with _saved_model_dir(network, variables, saved_model) as path:
+        served = export.ServedModel(path)
         for b in batch_sizes:
             images = rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8)
-            images_tf = tf.constant(images)
             calls = {"jax": lambda: jax.device_get(jax_fn(variables, images)),
-                     "savedmodel": lambda: serve(images=images_tf)["joints"].numpy()}
+                     "savedmodel": lambda: served.crop(images)}
             for runtime, times in time_interleaved(calls, steps, warmup, rounds=min(4, steps)).items():
                 rows.append({"section": "inference", "runtime": runtime, "batch_size": b, **_summary(times, b),
                              "latency_ms": 1000 * statistics.median(times)})

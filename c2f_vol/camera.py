@@ -230,6 +230,26 @@ def apply_affine(affine, points):
     )
 
 
+def crop_to_camera(joints_crop, affine, intrinsics, root_depth_mm):
+    """Crop predictions -> camera-frame joints: the one crop-to-camera mapping.
+
+    Args:
+      joints_crop: (..., J, 3) crop pixels (u, v) and depth relative to the root (mm).
+      affine: (..., 2, 3) image-to-crop affine (`crop_affine`).
+      intrinsics: (..., 4) of the image the affine was taken from.
+      root_depth_mm: (...) absolute depth Z of the root joint.
+    Returns:
+      (..., J, 3) camera-frame joints, mm.
+    """
+    return back_project(crop_to_image(joints_crop[..., :2], affine), joints_crop[..., 2] + root_depth_mm[..., None],
+                        intrinsics)
+
+
+def crop_to_image(uv_crop, affine):
+    """(..., J, 2) crop pixels -> pixels of the image the (..., 2, 3) image-to-crop `affine` was taken from."""
+    return apply_affine(invert_affine(affine), uv_crop)
+
+
 # ---------------------------------------------------------------------------
 # Human3.6M cameras (intrinsics are shared by all subjects).
 

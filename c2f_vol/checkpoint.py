@@ -26,9 +26,6 @@ class Manager:
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
 
-    def all_steps(self) -> list[int]:
-        return list(self._mngr.all_steps())
-
     def save(self, step: int, state: dict, force: bool = False) -> None:
         self._mngr.save(step, args=ocp.args.StandardSave(state), force=force)
 

@@ -45,9 +45,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from c2f_vol import camera
+from c2f_vol import camera, config as config_lib
 
 
+_BASE = config_lib.base_config()
 TARGETS = ("continuous", "paper")
 DECODERS = ("soft_argmax", "argmax_local")
 # The decoder that matches what each loss kind trains the logits to be.
@@ -80,15 +81,16 @@ class VolumeCodec:
       decoder: 'soft_argmax' or 'argmax_local' (module docstring).
     """
 
-    input_size: int = 256
-    heatmap_size: tuple[int, int] = (64, 64)
-    depth_bins: tuple[int, ...] = (1, 2, 4, 64)
-    depth_range_mm: float = 1000.0
-    sigma: float = 2.0
-    sigma_z_min: float = 0.5
-    target: str = "continuous"
-    paper_window: int = 13
-    decoder: str = "soft_argmax"
+    # Defaults: the base config's codec block (the config is the one place hyperparameters are set).
+    input_size: int = _BASE.codec.input_size
+    heatmap_size: tuple[int, int] = tuple(_BASE.codec.heatmap_size)
+    depth_bins: tuple[int, ...] = tuple(_BASE.codec.depth_bins)
+    depth_range_mm: float = _BASE.codec.depth_range_mm
+    sigma: float = _BASE.codec.sigma
+    sigma_z_min: float = _BASE.codec.sigma_z_min
+    target: str = _BASE.codec.target
+    paper_window: int = _BASE.codec.paper_window
+    decoder: str = decoder_for_loss(_BASE.loss.kind)
 
     def __post_init__(self):
         hw = self.heatmap_size
@@ -171,8 +173,7 @@ class VolumeCodec:
 
     def bin_to_depth(self, z, level: int):
         """Continuous bin coordinate of `level` -> root-relative depth (mm)."""
-        r, d = self.depth_range_mm, self.depth_bins[level]
-        return (z + 0.5) * (2.0 * r / d) - r
+        return (z + 0.5) * self.bin_size_mm(level) - self.depth_range_mm
 
     def encode(self, joints_uv, depth_rel_mm) -> tuple:
         """Joints -> continuous voxel coordinates at every level.
@@ -207,22 +208,6 @@ class VolumeCodec:
             raise ValueError(f"level {level} has D={self.depth_bins[level]} and needs (..., J, 3) coords; "
                              f"got {tuple(coords.shape)}")
         return uv, self.bin_to_depth(coords[..., 2], level)
-
-    def to_camera(self, joints_uv, depth_rel_mm, affine, intrinsics, root_depth_mm):
-        """Crop pixels + root-relative depth -> camera-frame joints in mm.
-
-        Args:
-          joints_uv: (..., J, 2) crop pixels.
-          depth_rel_mm: (..., J) depth relative to the root.
-          affine: (..., 2, 3) image-to-crop affine (`camera.crop_affine`).
-          intrinsics: (..., 4) of the image the affine was taken from.
-          root_depth_mm: (...) absolute depth Z of the root joint.
-        Returns:
-          (..., J, 3) camera-frame joints, mm.
-        """
-        image_uv = camera.apply_affine(camera.invert_affine(affine), joints_uv)
-        depth = depth_rel_mm + root_depth_mm[..., None]
-        return camera.back_project(image_uv, depth, intrinsics)
 
     # -- on-device volume ops (JAX) ------------------------------------------
 

@@ -6,12 +6,15 @@ loaded with `lock_config=True`, so a misspelt override fails loudly.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
+
+from c2f_vol.data import data_config
 
 
 def base_config() -> ml_collections.ConfigDict:
-    from c2f_vol.data import data_config
-
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -71,9 +74,6 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
 
     Overrides are dotted keys (`{"optim.learning_rate": 1e-3}`); an unknown key raises.
     """
-    import importlib.util
-    import os
-
     path, _, variant = spec.partition(":")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path} not found (expected configs/NAME.py[:variant])")

@@ -2,40 +2,23 @@
 
 One path serves a training checkpoint (JAX) and an exported SavedModel (TF):
 both are a `predict_fn(images uint8 (B, S, S, 3)) -> (B, J, 3)` giving crop
-pixels (u, v) and root-relative depth in mm. Shapes legend: B batch, J joints.
+pixels (u, v) and root-relative depth in mm (`inference.Network.predict_fn`,
+`export.ServedModel.predict_fn`), and batches come from
+`data.pipeline.eval_batches`. This module imports neither the model nor the
+data: it maps predictions to the camera frame and scores them.
+Shapes legend: B batch, J joints.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterable
 
 import numpy as np
 
-from c2f_vol import camera, metrics, skeleton
+from c2f_vol import camera, metrics, rootdepth, skeleton
 
 ROOT_DEPTH_MODES = ("gt", "limbs")
 PredictFn = Callable[[np.ndarray], np.ndarray]
-
-
-def checkpoint_predict_fn(trainer, state) -> PredictFn:
-    from c2f_vol import export
-
-    fn = trainer.crop_fn()  # compiled once per trainer, not once per periodic evaluation
-    variables = export.variables_of(state)
-    return lambda images: np.asarray(fn(variables, images)[0])
-
-
-def savedmodel_predict_fn(path: str) -> tuple[PredictFn, dict]:
-    """(predict_fn, metadata) of an exported SavedModel."""
-    import json
-
-    import tensorflow as tf
-
-    model = tf.saved_model.load(path)
-    serve = model.signatures["serving_default"]
-    meta = json.loads(model.metadata_json.numpy().decode())
-    return (lambda images: serve(images=tf.constant(images))["joints"].numpy()), meta
 
 
 def predict_with_flip(predict_fn: PredictFn, images: np.ndarray, flip_test: bool) -> np.ndarray:
@@ -49,12 +32,6 @@ def predict_with_flip(predict_fn: PredictFn, images: np.ndarray, flip_test: bool
     return (pred + mirrored) / 2
 
 
-def to_camera(joints_crop: np.ndarray, affine, intrinsics, root_depth_mm) -> np.ndarray:
-    """(B, J, 3) crop u, v + relative depth -> (B, J, 3) camera mm with the given root depth (B,)."""
-    image_uv = camera.apply_affine(camera.invert_affine(affine), joints_crop[..., :2])
-    return camera.back_project(image_uv, joints_crop[..., 2] + root_depth_mm[:, None], intrinsics)
-
-
 def collect(predict_fn: PredictFn, batches: Iterable[dict], *, flip_test: bool = False,
             root_depth: str = "gt", bone_lengths_mm=None, progress=None) -> dict:
     """Run over eval batches (padding dropped); returns numpy arrays and metadata lists.
@@ -64,11 +41,8 @@ def collect(predict_fn: PredictFn, batches: Iterable[dict], *, flip_test: bool =
     """
     if root_depth not in ROOT_DEPTH_MODES:
         raise ValueError(f"root_depth must be one of {ROOT_DEPTH_MODES}; got {root_depth!r}")
-    if root_depth == "limbs":
-        from c2f_vol import rootdepth
-
-        if bone_lengths_mm is None:
-            raise ValueError("root_depth='limbs' needs the mean bone lengths stored with the model")
+    if root_depth == "limbs" and bone_lengths_mm is None:
+        raise ValueError("root_depth='limbs' needs the mean bone lengths stored with the model")
     out = {k: [] for k in ("pred_3d", "gt_3d", "pred_3d_limbs", "root_depth_mm_limbs", "frame")}
     out.update(action=[], subject=[], camera=[])
     for batch in batches:
@@ -78,14 +52,15 @@ def collect(predict_fn: PredictFn, batches: Iterable[dict], *, flip_test: bool =
         affine = np.asarray(batch["affine"], np.float64)[keep]
         intr = np.asarray(batch["intrinsics"], np.float64)[keep]
         gt = np.asarray(batch["joints_3d"], np.float64)[keep]
-        out["pred_3d"].append(to_camera(joints, affine, intr, np.asarray(batch["root_depth_mm"], np.float64)[keep]))
+        out["pred_3d"].append(camera.crop_to_camera(joints, affine, intr,
+                                                    np.asarray(batch["root_depth_mm"], np.float64)[keep]))
         out["gt_3d"].append(gt)
         if root_depth == "limbs":
-            image_uv = camera.apply_affine(camera.invert_affine(affine), joints[..., :2])
+            image_uv = camera.crop_to_image(joints[..., :2], affine)
             z = np.asarray(rootdepth.search_root_depth(image_uv.astype(np.float32), joints[..., 2].astype(np.float32),
                                                        intr.astype(np.float32), bone_lengths_mm), np.float64)
             out["root_depth_mm_limbs"].append(z)
-            out["pred_3d_limbs"].append(to_camera(joints, affine, intr, z))
+            out["pred_3d_limbs"].append(camera.crop_to_camera(joints, affine, intr, z))
         for k in ("action", "subject", "camera"):
             out[k].extend(v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(batch[k])[keep])
         out["frame"].append(np.asarray(batch["frame"])[keep])
@@ -139,67 +114,7 @@ def evaluate(predict_fn: PredictFn, batches: Iterable[dict], *, flip_test=False,
     return summary
 
 
-def eval_batches(builder, config, input_size: int, batch_size: int, *, frame_stride: int = 1,
-                 max_examples: int = 0, subjects=None, actions=None):
-    """Numpy eval batches of the config's eval split, optionally filtered by subject/action."""
-    from c2f_vol.data import pipeline
-
-    ds = pipeline.eval_dataset(builder, config.data.eval_split, config.data, input_size,
-                               batch_size=batch_size, frame_stride=frame_stride)
-    if max_examples:
-        ds = ds.take(math.ceil(max_examples / batch_size))
-    for batch in ds.as_numpy_iterator():
-        if subjects or actions:
-            sel = np.ones(len(batch["mask"]), bool)
-            if subjects:
-                sel &= np.isin([s.decode() for s in batch["subject"]], list(subjects))
-            if actions:
-                sel &= np.isin([a.decode() for a in batch["action"]], list(actions))
-            batch["mask"] = np.where(sel, batch["mask"], 0).astype(np.float32)
-        yield batch
-
-
-def evaluate_state(trainer, state, builder, config, max_examples: int = 0, frame_stride: int = 1) -> dict:
-    """Periodic evaluation during training (ground-truth root depth, no flip)."""
-    batches = eval_batches(builder, config, trainer.codec.input_size, config.eval_batch_size,
-                           frame_stride=frame_stride, max_examples=max_examples)
-    return evaluate(checkpoint_predict_fn(trainer, state), batches)
-
-
-def mean_pose_baseline(builder, config, max_train: int = 5000) -> dict:
-    """The error of always predicting the training split's mean root-relative pose."""
-    from c2f_vol.data import stats
-
-    train, _ = stats.load_poses(builder, config.data.train_split, max_train)
-    test, actions = stats.load_poses(builder, config.data.eval_split)
-    mean = (train - train[:, :1]).mean(axis=0)
-    return summarize(mean[None] + test[:, :1], test, actions)
-
-
-def load_workdir_config(workdir: str):
-    """The ConfigDict a training run wrote to `workdir`/config.json."""
-    import json
-    import os
-
-    import ml_collections
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir (tools/train.py --workdir)?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def restore_trainer(workdir: str, config=None, step: int | None = None):
-    """(trainer, state, step) restored from the latest (or given) checkpoint of `workdir`."""
-    import os
-
-    from c2f_vol import checkpoint, train
-
-    config = config or load_workdir_config(workdir)
-    trainer = train.Trainer(config)
-    manager = checkpoint.Manager(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-    step = manager.latest_step() if step is None else step
-    state = manager.restore(step, trainer.init_state())
-    manager.close()
-    return trainer, state, step
+def mean_pose_baseline(train_poses: np.ndarray, test_poses: np.ndarray, actions) -> dict:
+    """The error on `test_poses` (N, J, 3) of always predicting the mean root-relative training pose."""
+    mean = (train_poses - train_poses[:, :1]).mean(axis=0)
+    return summarize(mean[None] + test_poses[:, :1], test_poses, actions)

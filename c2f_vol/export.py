@@ -11,8 +11,13 @@ Signatures
   region that was resized (without rotation) to the S x S input.
 
 Constants stored in the SavedModel (so a client needs nothing else): the joint
-names, parents and bones, the input size, image normalisation, the codec block
-and the mean bone lengths, as `metadata_json` and as the asset `c2f_vol.json`.
+names, parents and bones, the input size, image normalisation, the codec block,
+the data block (the crops it was trained on) and the mean bone lengths, as
+`metadata_json` and as the asset `c2f_vol.json`.
+
+`ServedModel` is the one reader of an exported model (evaluation, prediction,
+benchmarks). TensorFlow is imported inside the functions that need it, so the
+JAX side of this module runs where TensorFlow is absent.
 """
 
 from __future__ import annotations
@@ -23,71 +28,27 @@ import shutil
 import tempfile
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from c2f_vol import camera, model as model_lib, rootdepth, skeleton
+from c2f_vol import inference, model as model_lib, skeleton
 
 SIGNATURE_CROP = "serving_default"
 SIGNATURE_CAMERA = "camera_frame"
 METADATA_ASSET = "c2f_vol.json"
 
 
-def variables_of(state: dict) -> dict:
-    """The inference variables (pure dicts of arrays) of a train state."""
-    return {"params": state["params"], "batch_stats": state["batch_stats"]}
-
-
-def make_crop_fn(trainer):
-    """Pure JAX: (variables, images) -> (joints (b, J, 3) crop px + depth mm, confidence (b, J)).
-
-    The last stack's logits are decoded by the codec's decoder (`VolumeCodec.decode_logits`).
-    """
-    codec = trainer.codec
-    level = codec.num_levels - 1
-
-    def fn(variables, images):
-        model = trainer.model_from(variables["params"], variables["batch_stats"])
-        model.eval()
-        logits = model(images)[level]
-        coords, conf = codec.decode_logits(logits)
-        uv, depth = codec.decode(coords, level)
-        if depth is None:
-            depth = jnp.zeros(uv.shape[:-1], jnp.float32)
-        return jnp.concatenate([uv, depth[..., None]], axis=-1), conf
-
-    return fn
-
-
-def make_camera_fn(trainer, bone_lengths_mm):
-    """Pure JAX: (variables, images, intrinsics, box) -> camera-frame joints via the limb-length search."""
-    crop_fn = make_crop_fn(trainer)
-    size = trainer.codec.input_size
-    bones = jnp.asarray(bone_lengths_mm, jnp.float32)
-
-    def fn(variables, images, intrinsics, box):
-        joints, conf = crop_fn(variables, images)
-        affine = camera.crop_affine(box[..., :2], box[..., 2], size)
-        image_uv = camera.apply_affine(camera.invert_affine(affine), joints[..., :2])
-        depth_rel = joints[..., 2]
-        root = rootdepth.search_root_depth(image_uv, depth_rel, intrinsics, bones)
-        joints_cam = camera.back_project(image_uv, depth_rel + root[..., None], intrinsics)
-        return joints_cam, root, image_uv, conf
-
-    return fn
-
-
-def metadata(trainer, bone_lengths_mm) -> dict:
+def metadata(network: inference.Network, bone_lengths_mm) -> dict:
     return {
         "joint_names": list(skeleton.JOINT_NAMES),
         "parents": list(skeleton.PARENTS),
         "bones": [list(b) for b in skeleton.BONES],
         "flip_permutation": list(skeleton.FLIP_PERMUTATION),
-        "input_size": trainer.codec.input_size,
+        "input_size": network.codec.input_size,
         "input_dtype": "uint8 RGB, (b, S, S, 3); normalised inside the model",
         "image_mean": list(model_lib.IMAGE_MEAN),
         "image_std": list(model_lib.IMAGE_STD),
-        "codec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in trainer.codec.__dict__.items()},
+        "codec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in network.codec.__dict__.items()},
+        "data": json.loads(network.config.data.to_json_best_effort()),
         "mean_bone_lengths_mm": [float(v) for v in bone_lengths_mm],
         "outputs": {
             SIGNATURE_CROP: "joints (b,17,3): crop pixels u, v and root-relative depth mm; confidence (b,17)",
@@ -97,7 +58,7 @@ def metadata(trainer, bone_lengths_mm) -> dict:
     }
 
 
-def export_saved_model(trainer, state: dict, bone_lengths_mm, out_dir: str,
+def export_saved_model(network: inference.Network, variables: dict, bone_lengths_mm, out_dir: str,
                        platforms=("cpu", "cuda")) -> str:
     """Write the SavedModel to `out_dir` atomically (a failed export leaves any old one intact)."""
     import tensorflow as tf
@@ -106,13 +67,13 @@ def export_saved_model(trainer, state: dict, bone_lengths_mm, out_dir: str,
     bone_lengths_mm = np.asarray(bone_lengths_mm, np.float32)
     if bone_lengths_mm.shape != (len(skeleton.BONES),) or not np.all(bone_lengths_mm > 0):
         raise ValueError(f"bone_lengths_mm must be ({len(skeleton.BONES)},) positive mm; got {bone_lengths_mm}")
-    s = trainer.codec.input_size
-    variables = jax.device_get(variables_of(state))
+    s = network.codec.input_size
+    variables = jax.device_get(variables)
     opts = dict(with_gradient=False, native_serialization_platforms=tuple(platforms))
-    crop_tf = jax2tf.convert(make_crop_fn(trainer), polymorphic_shapes=[None, "(b, ...)"], **opts)
-    cam_tf = jax2tf.convert(make_camera_fn(trainer, bone_lengths_mm),
+    crop_tf = jax2tf.convert(inference.make_crop_fn(network), polymorphic_shapes=[None, "(b, ...)"], **opts)
+    cam_tf = jax2tf.convert(inference.make_camera_fn(network, bone_lengths_mm),
                             polymorphic_shapes=[None, "(b, ...)", "(b, ...)", "(b, ...)"], **opts)
-    meta = metadata(trainer, bone_lengths_mm)
+    meta = metadata(network, bone_lengths_mm)
 
     module = tf.Module()
     # A flat list: TF's trackable dicts need string keys, NNX state has integer ones (layer lists).
@@ -158,3 +119,35 @@ def export_saved_model(trainer, state: dict, bone_lengths_mm, out_dir: str,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+class ServedModel:
+    """An exported SavedModel, loaded with TensorFlow alone: its metadata and both signatures on numpy arrays."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise FileNotFoundError(f"{path}: no saved_model.pb; expected a folder written by tools/export.py")
+        self.path = os.path.abspath(path)
+        self._tf = tf
+        self._model = tf.saved_model.load(path)
+        self.metadata = json.loads(self._model.metadata_json.numpy().decode())
+        self.input_size = int(self.metadata["input_size"])
+        self.bone_lengths_mm = np.asarray(self.metadata["mean_bone_lengths_mm"], np.float32)
+
+    def crop(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`serving_default`: (joints (b, J, 3) crop px + relative depth mm, confidence (b, J))."""
+        out = self._model.signatures[SIGNATURE_CROP](images=self._tf.constant(images))
+        return out["joints"].numpy(), out["confidence"].numpy()
+
+    def camera(self, images: np.ndarray, intrinsics: np.ndarray, box: np.ndarray) -> dict:
+        """`camera_frame`: joints_cam, root_depth_mm, joints_image, confidence as numpy arrays."""
+        tf = self._tf
+        out = self._model.signatures[SIGNATURE_CAMERA](images=tf.constant(images), intrinsics=tf.constant(intrinsics),
+                                                       box=tf.constant(box))
+        return {k: v.numpy() for k, v in out.items()}
+
+    def predict_fn(self):
+        """numpy images -> numpy (b, J, 3) crop predictions, for `evaluation.evaluate`."""
+        return lambda images: self.crop(images)[0]

@@ -39,11 +39,12 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from c2f_vol import config as config_lib
 from c2f_vol.codec import VolumeCodec
 
 KINDS = ("heatmap", "integral", "both")
 MIX_HEATMAP = ("js", "mse")
-LOSS_CONFIG_KEYS = ("kind", "heatmap_weight", "integral_weight", "stack_weights", "mix_heatmap")
+LOSS_CONFIG_KEYS = tuple(config_lib.base_config().loss)
 
 
 def _masked_mean(per_sample, mask):
@@ -109,18 +110,19 @@ def _check_loss_config(loss_config: Mapping[str, Any], num_levels: int):
     unknown = sorted(set(given) - set(LOSS_CONFIG_KEYS))
     if unknown:
         raise ValueError(f"loss config: unknown keys {unknown}; expected a subset of {list(LOSS_CONFIG_KEYS)}")
-    kind = given.get("kind")
+    given = {**config_lib.base_config().loss.to_dict(), **given}  # fields not given: the base config's
+    kind = given["kind"]
     if kind not in KINDS:
         raise ValueError(f"loss config: kind must be one of {KINDS}; got {kind!r}")
-    mix = given.get("mix_heatmap", "js")
+    mix = given["mix_heatmap"]
     if mix not in MIX_HEATMAP:
         raise ValueError(f"loss config: mix_heatmap must be one of {MIX_HEATMAP}; got {mix!r}")
-    weights = given.get("stack_weights") or (1.0,) * num_levels
+    weights = given["stack_weights"] or (1.0,) * num_levels
     weights = tuple(float(v) for v in weights)
     if len(weights) != num_levels:
         raise ValueError(f"loss config: stack_weights has {len(weights)} entries; "
                          f"the codec has {num_levels} levels (stacks)")
-    return (kind, mix, float(given.get("heatmap_weight", 1.0)), float(given.get("integral_weight", 1.0)), weights)
+    return (kind, mix, float(given["heatmap_weight"]), float(given["integral_weight"]), weights)
 
 
 def compute_loss(logits: Sequence[jax.Array], batch: Mapping[str, jax.Array], codec: VolumeCodec,

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from c2f_vol import config as config_lib
 from c2f_vol.codec import VolumeCodec
 
 # Per-channel RGB statistics (ImageNet) used to normalise uint8 images on
@@ -56,11 +57,8 @@ IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 REQUIRED_KEYS = ("num_stacks", "features", "hourglass_depth", "num_residual", "num_joints", "dtype")
-# Optional keys and their defaults. arch 'uniform' keeps model blocks written
-# before `arch` existed building the model they always built. 0.9 is Torch's
-# BatchNorm momentum (0.1) that the original hourglass code trained with;
-# Flax's default 0.99 lags far behind at the small batches this model trains with.
-OPTIONAL_KEYS = {"arch": "uniform", "bn_momentum": 0.9}
+# The other keys of the base config's model block (arch, bn_momentum) may be left out and take its values.
+OPTIONAL_KEYS = tuple(k for k in config_lib.base_config().model if k not in REQUIRED_KEYS)
 
 def normalize_images(images, dtype=jnp.float32):
     """(B, S, S, 3) uint8 or float pixels in [0, 255] -> normalised `dtype`."""
@@ -445,7 +443,7 @@ def _check_config(model_config: Mapping[str, Any], codec: VolumeCodec) -> dict:
     if missing or unknown:
         raise ValueError(f"model config: missing keys {missing}, unknown keys {unknown}; "
                          f"expected {list(REQUIRED_KEYS)} and optionally {sorted(OPTIONAL_KEYS)}")
-    cfg = {**OPTIONAL_KEYS, **given}
+    cfg = {**config_lib.base_config().model.to_dict(), **given}
     if not isinstance(cfg["arch"], str) or cfg["arch"] not in ARCHITECTURES:
         raise ValueError(f"model config: arch must be one of {list(ARCHITECTURES)}; got {cfg['arch']!r}")
     cfg["bn_momentum"] = float(cfg["bn_momentum"])

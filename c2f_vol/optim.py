@@ -6,23 +6,36 @@ from typing import Any, Mapping
 
 import optax
 
+from c2f_vol import config as config_lib
+
 OPTIMIZERS = ("rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 
 
+def _complete(optim: Mapping[str, Any]) -> dict:
+    """The optim block with the fields it leaves out taken from the base config's (hyperparameters live there)."""
+    given = dict(optim.items())
+    base = config_lib.base_config().optim.to_dict()
+    unknown = sorted(set(given) - set(base))
+    if unknown:
+        raise ValueError(f"optim config: unknown keys {unknown}; expected a subset of {sorted(base)}")
+    return {**base, **given}
+
+
 def make_schedule(optim: Mapping[str, Any], num_train_steps: int) -> optax.Schedule:
     """Linear warm-up from 0 over `warmup_steps`, then constant, cosine or step decay."""
+    optim = _complete(optim)
     lr = float(optim["learning_rate"])
-    warmup = int(optim.get("warmup_steps", 0))
-    kind = optim.get("schedule", "constant")
+    warmup = int(optim["warmup_steps"])
+    kind = optim["schedule"]
     decay_steps = max(num_train_steps - warmup, 1)
     if kind == "constant":
         main = optax.constant_schedule(lr)
     elif kind == "cosine":
-        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(optim.get("final_lr_fraction", 0.0)))
+        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(optim["final_lr_fraction"]))
     elif kind == "step":
-        bounds = {int(s * decay_steps): float(optim.get("step_decay_factor", 0.1))
-                  for s in optim.get("step_decay_at", (0.75,))}
+        bounds = {int(s * decay_steps): float(optim["step_decay_factor"])
+                  for s in optim["step_decay_at"]}
         main = optax.piecewise_constant_schedule(lr, bounds)
     else:
         raise ValueError(f"optim.schedule must be one of {SCHEDULES}; got {kind!r}")
@@ -38,26 +51,26 @@ def make_optimizer(optim: Mapping[str, Any], num_train_steps: int) -> tuple[opta
     root unless `eps_in_sqrt`);
     weight decay is decoupled (AdamW-style) when `weight_decay` > 0.
     """
+    optim = _complete(optim)
     schedule = make_schedule(optim, num_train_steps)
-    name = optim.get("name", "rmsprop")
-    wd = float(optim.get("weight_decay", 0.0))
+    name = optim["name"]
+    wd = float(optim["weight_decay"])
     if name == "rmsprop":
         core = optax.rmsprop(schedule, decay=float(optim["rmsprop_decay"]), eps=float(optim["eps"]),
-                             # Workdirs written before the field existed trained with optax's default (inside).
-                             eps_in_sqrt=bool(optim.get("eps_in_sqrt", True)))
+                             eps_in_sqrt=bool(optim["eps_in_sqrt"]))
         if wd > 0:
             core = optax.chain(optax.add_decayed_weights(wd), core)
     elif name == "adam":
-        core = optax.adam(schedule, b1=float(optim.get("b1", 0.9)), b2=float(optim.get("b2", 0.999)),
-                          eps=float(optim.get("eps", 1e-8)))
+        core = optax.adam(schedule, b1=float(optim["b1"]), b2=float(optim["b2"]),
+                          eps=float(optim["eps"]))
         if wd > 0:
             core = optax.chain(optax.add_decayed_weights(wd), core)
     elif name == "adamw":
-        core = optax.adamw(schedule, b1=float(optim.get("b1", 0.9)), b2=float(optim.get("b2", 0.999)),
-                           eps=float(optim.get("eps", 1e-8)), weight_decay=wd)
+        core = optax.adamw(schedule, b1=float(optim["b1"]), b2=float(optim["b2"]),
+                           eps=float(optim["eps"]), weight_decay=wd)
     else:
         raise ValueError(f"optim.name must be one of {OPTIMIZERS}; got {name!r}")
-    clip = float(optim.get("grad_clip_norm", 0.0))
+    clip = float(optim["grad_clip_norm"])
     tx = optax.chain(optax.clip_by_global_norm(clip), core) if clip > 0 else core
     # One flat vector per optimiser slot instead of one array per parameter: the same update, but a
     # few large fused operations and a few step arguments instead of hundreds (measured on the

@@ -5,14 +5,15 @@ Shapes legend: J joints (17), S model input side.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 import cv2
+import jax
 import numpy as np
 
-from c2f_vol import camera, skeleton
+from c2f_vol import camera, export, inference, skeleton, visualize, workdir as workdir_lib
+from c2f_vol.data import stats
 
 DEFAULT_HFOV_DEG = 55.0  # a typical photo's horizontal field of view, used when no focal length is given
 BOX_MARGIN = 1.1         # a person box is a little wider than its joints' extent, which the crops were made from
@@ -91,17 +92,12 @@ class CheckpointPredictor:
     """Runs a training workdir's latest checkpoint with JAX."""
 
     def __init__(self, workdir: str):
-        import jax
-
-        from c2f_vol import evaluation, export
-        from c2f_vol.data import stats
-
-        self.trainer, self.state, self.step = evaluation.restore_trainer(workdir)
-        self.input_size = self.trainer.codec.input_size
-        self._variables = export.variables_of(self.state)
-        self._camera = jax.jit(export.make_camera_fn(self.trainer, stats.read_bone_lengths(workdir)))
-        codec = self.trainer.codec
-        self._density = jax.jit(lambda s, x: codec.density(self.trainer._predict(s, x)[-1]))
+        restored = workdir_lib.restore(workdir)
+        self.network, self.step = restored.network, restored.step
+        self.input_size = self.network.codec.input_size
+        self._variables = restored.variables
+        self._camera = jax.jit(inference.make_camera_fn(self.network, stats.read_bone_lengths(workdir)))
+        self._density = jax.jit(inference.make_density_fn(self.network))
         self.source = f"checkpoint step {self.step} of {os.path.abspath(workdir)}"
 
     def __call__(self, crop, intrinsics, box) -> dict:
@@ -112,7 +108,7 @@ class CheckpointPredictor:
     def volume_slice(self, crop, joint: int) -> tuple[np.ndarray, int]:
         """The density (H, W) of `joint` at its most likely depth bin of the finest stack, as the
         model's decoder reads it (`VolumeCodec.density`)."""
-        p = np.asarray(self._density(self.state, crop[None]))[0, joint].astype(np.float64)  # (D, H, W)
+        p = np.asarray(self._density(self._variables, crop[None]))[0, joint].astype(np.float64)  # (D, H, W)
         d = int(np.argmax(p.sum(axis=(1, 2))))
         return p[d], d
 
@@ -121,31 +117,29 @@ class SavedModelPredictor:
     """Runs an exported SavedModel with TensorFlow only."""
 
     def __init__(self, path: str):
-        import tensorflow as tf
-
-        self._model = tf.saved_model.load(path)
-        self.metadata = json.loads(self._model.metadata_json.numpy().decode())
-        self.input_size = int(self.metadata["input_size"])
-        self._tf = tf
-        self.source = f"SavedModel {os.path.abspath(path)}"
+        self._served = export.ServedModel(path)
+        self.metadata = self._served.metadata
+        self.input_size = self._served.input_size
+        self.source = f"SavedModel {self._served.path}"
 
     def __call__(self, crop, intrinsics, box) -> dict:
-        tf = self._tf
-        out = self._model.signatures["camera_frame"](images=tf.constant(crop[None]),
-                                                     intrinsics=tf.constant(intrinsics[None]),
-                                                     box=tf.constant(box[None]))
-        return {"joints_cam": out["joints_cam"].numpy()[0], "root_depth_mm": float(out["root_depth_mm"].numpy()[0]),
-                "joints_image": out["joints_image"].numpy()[0], "confidence": out["confidence"].numpy()[0]}
+        out = self._served.camera(crop[None], intrinsics[None], box[None])
+        return {"joints_cam": out["joints_cam"][0], "root_depth_mm": float(out["root_depth_mm"][0]),
+                "joints_image": out["joints_image"][0], "confidence": out["confidence"][0]}
 
     def volume_slice(self, crop, joint):
         raise UserInputError("--volume_joint needs a training workdir: a SavedModel returns joints, not volumes")
 
 
+def is_saved_model(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
 def open_model(path: str):
     """A predictor for a SavedModel folder or a training workdir."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if is_saved_model(path):
         return SavedModelPredictor(path)
-    if os.path.isfile(os.path.join(path, "config.json")):
+    if os.path.isfile(os.path.join(path, workdir_lib.CONFIG_FILE)):
         return CheckpointPredictor(path)
     raise UserInputError(f"{path}: neither a SavedModel (saved_model.pb) nor a training workdir (config.json)")
 
@@ -162,8 +156,6 @@ def joint_index(name_or_index: str) -> int:
 def predict_image(model, image_path: str, bbox: str | None = None, focal_px: float | None = None,
                   volume_joint: str | None = None) -> tuple[dict, np.ndarray]:
     """Run `model` on one image; returns (JSON-ready result, PNG picture RGB)."""
-    from c2f_vol import visualize
-
     image = load_image(image_path)
     h, w = image.shape[:2]
     box_xywh = parse_bbox(bbox, w, h)

@@ -13,8 +13,8 @@ import numpy as np
 
 from c2f_vol import skeleton
 
-_PARENTS = np.array([p for p, _ in skeleton.BONES])
-_CHILDREN = np.array([c for _, c in skeleton.BONES])
+_PARENTS = np.asarray(skeleton.BONE_PARENTS)
+_CHILDREN = np.asarray(skeleton.BONE_CHILDREN)
 
 
 def bone_lengths_at(image_uv, depth_rel_mm, intrinsics, root_depth_mm):

@@ -39,6 +39,9 @@ H36M_32_TO_17: tuple[int, ...] = (
 BONES: tuple[tuple[int, int], ...] = tuple(
     (p, c) for c, p in enumerate(PARENTS) if p >= 0
 )
+# The same bones as two index arrays: joints[..., BONE_CHILDREN, :] - joints[..., BONE_PARENTS, :].
+BONE_PARENTS: tuple[int, ...] = tuple(p for p, _ in BONES)
+BONE_CHILDREN: tuple[int, ...] = tuple(c for _, c in BONES)
 
 def _flip_permutation() -> tuple[int, ...]:
     perm = list(range(NUM_JOINTS))
@@ -83,6 +86,4 @@ def bone_lengths(joints) -> np.ndarray:
       (..., 16), in the input's units.
     """
     joints = np.asarray(joints)
-    parents = np.array([p for p, _ in BONES])
-    children = np.array([c for _, c in BONES])
-    return np.linalg.norm(joints[..., children, :] - joints[..., parents, :], axis=-1)
+    return np.linalg.norm(joints[..., BONE_CHILDREN, :] - joints[..., BONE_PARENTS, :], axis=-1)

@@ -3,37 +3,30 @@
 `train_and_evaluate(config, workdir)` is the whole entry point; tools/train.py
 only parses flags and calls it.
 
-The train state is a plain dict pytree:
-  step       int32 ()   number of updates applied
-  params     dict       float32 parameters (`nnx.to_pure_dict` of the model's nnx.Param state)
-  batch_stats dict      BatchNorm running statistics (pure dict of the nnx.BatchStat state)
-  opt_state  optax state over `params`
-  bad_step   int32 ()   first step whose loss or gradients were not finite, -1 if none
-A step with a non-finite loss applies no update, so the state stays the last
-good one and the host can stop before saving anything bad.
-
-Parameters are kept as pure dicts of arrays, not nnx.State: every call of the
-jitted step flattens and rebuilds the state on the host, and for NNX Variables
-that cost ~14 ms per step on the synthetic_cpu model (measured with
-jax.profiler), a quarter of the step. Inside the trace `model_from` puts them
-back into an NNX module.
+The train state is `c2f_vol.train_state`'s dict; the network and its inference
+functions are `c2f_vol.inference`'s. A step with a non-finite loss applies no
+update, so the state stays the last good one and the host can stop before
+saving anything bad.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
+import sys
 import time
 from typing import Iterator
 
 import jax
 import jax.numpy as jnp
 import optax
+import tqdm
 from absl import logging
 from flax import nnx
 
-from c2f_vol import checkpoint, fileio, losses, model as model_lib, optim, sharding
-from c2f_vol.codec import VolumeCodec
+from c2f_vol import checkpoint, evaluation, losses, optim, sharding, train_state, workdir as workdir_lib
+from c2f_vol.inference import Network, variables_of
 
 TRAIN_KEYS = ("image", "joints_uv", "depth_rel_mm", "mask")
 
@@ -43,43 +36,23 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Trainer:
-    """Holds the model's structure, the optimiser and the jitted steps for one config."""
+    """The network, the optimiser and the jitted data-parallel step for one config."""
 
     def __init__(self, config, mesh: jax.sharding.Mesh | None = None):
         self.config = config
-        self.mesh = mesh or sharding.make_mesh(config.get("num_devices"))
-        self.codec = VolumeCodec.for_experiment(config)
+        self.mesh = mesh or sharding.make_mesh(config.num_devices)
+        self.network = Network(config)
+        self.codec = self.network.codec
         self.tx, self.schedule = optim.make_optimizer(config.optim, config.num_train_steps)
-        abstract = nnx.eval_shape(lambda: model_lib.create_model(config.model, self.codec, config.seed))
-        # The abstract states are the templates that export/evaluation fill with pure dicts.
-        self.graphdef, self.abstract_params, self.abstract_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
         repl = sharding.replicated(self.mesh)
         batch = sharding.batch_sharded(self.mesh)
-        self._init = jax.jit(self._init_state, out_shardings=repl)
+        self._init = jax.jit(lambda: train_state.create(self.network, self.tx), out_shardings=repl)
         self.train_step = jax.jit(self._train_step, in_shardings=(repl, batch), out_shardings=(repl, repl),
                                   donate_argnums=0)
-        self._jitted_crop_fn = None
-
-    # -- pure functions ------------------------------------------------------
-
-    def model_from(self, params: dict, batch_stats: dict) -> nnx.Module:
-        """The NNX model holding `params` and `batch_stats` (pure dicts); usable inside jit and grad."""
-        params_state = jax.tree.map(lambda x: x, self.abstract_params)
-        stats_state = jax.tree.map(lambda x: x, self.abstract_stats)
-        nnx.replace_by_pure_dict(params_state, params)
-        nnx.replace_by_pure_dict(stats_state, batch_stats)
-        return nnx.merge(self.graphdef, params_state, stats_state)
-
-    def _init_state(self) -> dict:
-        model = model_lib.create_model(self.config.model, self.codec, self.config.seed)
-        _, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-        params, batch_stats = nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
-        return dict(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=self.tx.init(params), bad_step=jnp.full((), -1, jnp.int32))
 
     def _train_step(self, state: dict, batch: dict) -> tuple[dict, dict]:
         def loss_fn(params):
-            model = self.model_from(params, state["batch_stats"])
+            model = self.network.module(params, state["batch_stats"])
             model.train()
             logits = model(batch["image"])
             loss, metrics = losses.compute_loss(logits, batch, self.codec, self.config.loss)
@@ -89,7 +62,7 @@ class Trainer:
         (loss, (metrics, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, new_opt = self.tx.update(grads, state["opt_state"], state["params"])
         new_params = optax.apply_updates(state["params"], updates)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
         def keep_if_ok(new, old):
@@ -106,23 +79,8 @@ class Trainer:
         metrics = dict(metrics, loss=loss, grad_norm=grad_norm, learning_rate=self.schedule(step))
         return new_state, metrics
 
-    def _predict(self, state: dict, images) -> tuple:
-        model = self.model_from(state["params"], state["batch_stats"])
-        model.eval()
-        return model(images)
-
-    # -- host-side helpers ---------------------------------------------------
-
-    def crop_fn(self):
-        """The jitted `export.make_crop_fn` of this trainer, compiled once and reused by every evaluation."""
-        if self._jitted_crop_fn is None:
-            from c2f_vol import export
-
-            self._jitted_crop_fn = jax.jit(export.make_crop_fn(self))
-        return self._jitted_crop_fn
-
     def init_state(self) -> dict:
-        """Parameters are built directly in their replicated layout on the mesh."""
+        """A fresh train state, built directly in its replicated layout on the mesh."""
         return self._init()
 
     def put(self, batch: dict, keys=TRAIN_KEYS) -> dict:
@@ -131,8 +89,6 @@ class Trainer:
 
 def _prefetch_to_device(it: Iterator[dict], trainer: Trainer, size: int = 2) -> Iterator[dict]:
     """Keep `size` batches in flight on the devices so host transfer overlaps compute."""
-    import collections
-
     queue = collections.deque()
     for batch in it:
         queue.append(trainer.put(batch))
@@ -140,6 +96,40 @@ def _prefetch_to_device(it: Iterator[dict], trainer: Trainer, size: int = 2) -> 
             yield queue.popleft()
     while queue:
         yield queue.popleft()
+
+
+class _Progress:
+    """Training progress for a person: one bar on a terminal, a line every log_every steps otherwise.
+
+    The bar shows step, loss, images/s and ETA; evaluations and warnings print above it.
+    """
+
+    def __init__(self, total: int, start: int, batch_size: int, terminal: bool):
+        self.total, self.batch_size = total, batch_size
+        self.bar = (tqdm.tqdm(total=total, initial=start, unit="step", desc="train", file=sys.stderr,
+                              dynamic_ncols=True, mininterval=0.5, smoothing=0.1) if terminal else None)
+
+    def step(self, step: int) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+
+    def log(self, step: int, loss: float, ips: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4f}, {ips:.1f} images/s", refresh=False)
+            return
+        eta = (self.total - step) * self.batch_size / max(ips, 1e-9)
+        logging.info("step %d/%d  loss %.5f  %.1f images/s  ETA %s", step, self.total, loss, ips,
+                     time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+    def line(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            logging.info("%s", msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _Preemption:
@@ -166,10 +156,6 @@ class _Preemption:
         return False
 
 
-def _write_config(config, workdir: str) -> None:
-    fileio.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
     """Train `config` in `workdir`, resuming from its latest checkpoint.
 
@@ -183,18 +169,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _train(config, workdir: str, preempt: "_Preemption") -> dict:
-    from c2f_vol import evaluation
-    from c2f_vol.data import pipeline, stats
     import tensorflow as tf
+
+    # Function-level: keeps TensorFlow off the Trainer, which the GPU benchmark runs without it.
+    from c2f_vol.data import pipeline, stats
 
     os.makedirs(workdir, exist_ok=True)
     trainer = Trainer(config)
     mesh = trainer.mesh
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
     if jax.process_index() == 0:
-        _write_config(config, workdir)
+        workdir_lib.write_config(config, workdir)
 
-    manager = checkpoint.Manager(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    manager = checkpoint.Manager(workdir_lib.checkpoint_dir(workdir), config.keep_checkpoints)
     state = trainer.init_state()
     start_step = manager.latest_step() or 0
     if start_step:
@@ -219,13 +206,16 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
     total = config.num_train_steps
 
     batches = _prefetch_to_device(train_ds.as_numpy_iterator(), trainer)
+    progress = _Progress(total, start_step, config.batch_size, terminal=jax.process_index() == 0 and sys.stderr.isatty())
     for step in range(start_step + 1, total + 1):
         state, metrics = trainer.train_step(state, next(batches))
+        progress.step(step)
         is_last = step == total
         stop = preempt.requested
         if step % config.log_every == 0 or is_last or stop or step % config.checkpoint_every == 0:
             bad = int(state["bad_step"])
             if bad >= 0:
+                progress.close()
                 raise NonFiniteLossError(
                     f"loss or gradients became NaN/inf at step {bad + 1} (workdir {workdir}); the state was "
                     f"kept at the last good step and no checkpoint after step {manager.latest_step()} was "
@@ -233,11 +223,9 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
             last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             now = time.time()
             ips = (step - step_last) * config.batch_size / max(now - t_last, 1e-9)
-            eta = (total - step) * config.batch_size / max(ips, 1e-9)
             last_metrics["images_per_sec"] = ips
             history.append(dict(last_metrics, step=step, kind="train"))
-            logging.info("step %d/%d  loss %.5f  %.1f images/s  ETA %s", step, total, last_metrics["loss"],
-                         ips, time.strftime("%H:%M:%S", time.gmtime(eta)))
+            progress.log(step, last_metrics["loss"], ips)
             if writer is not None:
                 with writer.as_default(step=step):
                     for k, v in last_metrics.items():
@@ -246,10 +234,11 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
         if step % config.checkpoint_every == 0 or is_last or stop:
             manager.save(step, state, force=stop or is_last)
         if (config.eval_every and step % config.eval_every == 0) or is_last:
-            eval_metrics = evaluation.evaluate_state(trainer, state, builder, config,
-                                                     max_examples=config.eval_max_examples)
-            logging.info("eval at step %d: MPJPE %.1f mm, PA-MPJPE %.1f mm over %d frames", step,
-                         eval_metrics["mpjpe_mm"], eval_metrics["pa_mpjpe_mm"], eval_metrics["frames"])
+            eval_data = pipeline.eval_batches(builder, config.data, trainer.codec.input_size,
+                                              config.eval_batch_size, max_examples=config.eval_max_examples)
+            eval_metrics = evaluation.evaluate(trainer.network.predict_fn(variables_of(state)), eval_data)
+            progress.line(f"eval at step {step}: MPJPE {eval_metrics['mpjpe_mm']:.1f} mm, PA-MPJPE "
+                          f"{eval_metrics['pa_mpjpe_mm']:.1f} mm over {eval_metrics['frames']} frames")
             history.append(dict(step=step, kind="eval", mpjpe_mm=eval_metrics["mpjpe_mm"],
                                 pa_mpjpe_mm=eval_metrics["pa_mpjpe_mm"]))
             if writer is not None:
@@ -257,8 +246,10 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
                     for k in ("mpjpe_mm", "pa_mpjpe_mm"):
                         tf.summary.scalar(f"eval/{k}", eval_metrics[k])
         if stop:
+            progress.close()
             logging.warning("Stopped by SIGTERM at step %d; checkpoint saved.", step)
             break
+    progress.close()
     manager.close()
     if writer is not None:
         writer.flush()

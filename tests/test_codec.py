@@ -9,6 +9,10 @@ from conftest import random_poses
 
 CODEC = VolumeCodec(input_size=64, heatmap_size=(16, 16), depth_bins=(1, 4, 16), depth_range_mm=1000.0, sigma=1.5)
 
+# The volume ops run under one jax.jit per test (and shape) rather than op by op: eagerly, every
+# op is compiled on its own the first time it sees a shape, which is most of these tests' time.
+# Random inputs come from NumPy for the same reason (jax.random compiles per shape).
+
 
 def _random_voxels(rng, codec, n, margin=4.0):
     h, w = codec.heatmap_size
@@ -50,23 +54,34 @@ def test_encode_decode_round_trip(rng):
 
 def test_gaussian_targets_are_separable_peaked_and_jittable():
     coords = jnp.array([[[5.0, 7.0, 9.0]]])
-    vol = jax.jit(CODEC.gaussian_targets, static_argnums=1)(coords, 2)
+    draw = jax.jit(CODEC.gaussian_targets, static_argnums=1)
+    vol = draw(coords, 2)
     assert vol.shape == (1, 1, 16, 16, 16)
     assert float(vol[0, 0, 9, 7, 5]) == pytest.approx(1.0)
     assert tuple(np.unravel_index(np.argmax(vol), vol.shape)[2:]) == (9, 7, 5)
     # One voxel away in x, the value is exp(-1 / (2 sigma^2)).
     assert float(vol[0, 0, 9, 7, 6]) == pytest.approx(np.exp(-0.5 / 1.5 ** 2), rel=1e-5)
-    flat = CODEC.gaussian_targets(coords[..., :2], 0)
+    flat = draw(coords[..., :2], 0)
     assert flat.shape == (1, 1, 1, 16, 16)
     # The coarse level's z sigma is floored, so the target still peaks in one bin.
     assert CODEC.sigma_z(1) == pytest.approx(0.5)
 
 
+@jax.jit
+def _encode_draw_and_decode(uv, z):
+    """Per level: (encoded coords, soft-argmax, argmax) of the log of its Gaussian target."""
+    out = []
+    for level, coords in enumerate(CODEC.encode(uv, z)):
+        logits = jnp.log(CODEC.gaussian_targets(coords, level) + 1e-30)
+        out.append((coords, CODEC.soft_argmax(logits), CODEC.argmax(logits)))
+    return out
+
+
 def test_soft_argmax_recovers_encoded_coordinates(rng):
     uv, z = _random_voxels(rng, CODEC, 4)
-    for level, coords in enumerate(CODEC.encode(jnp.asarray(uv), jnp.asarray(z))):
-        logits = jnp.log(CODEC.gaussian_targets(coords, level) + 1e-30)
-        got = CODEC.soft_argmax(logits)
+    levels = _encode_draw_and_decode(jnp.asarray(uv, jnp.float32), jnp.asarray(z, jnp.float32))
+    assert len(levels) == CODEC.num_levels
+    for level, (coords, got, hard) in enumerate(levels):
         assert got.shape == coords.shape
         # z at the coarse levels is not a Gaussian centred away from the borders; x, y must be exact.
         err = np.abs(np.asarray(got) - np.asarray(coords))
@@ -74,13 +89,12 @@ def test_soft_argmax_recovers_encoded_coordinates(rng):
             assert err.max() < 0.1, err.max()
         else:
             assert err[..., :2].max() < 0.1, err[..., :2].max()
-        hard = CODEC.argmax(logits)
         assert np.abs(np.asarray(hard) - np.asarray(coords)).max() <= 0.5 + 1e-6
 
 
 def test_soft_argmax_is_differentiable():
-    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 17, 4, 16, 16))
-    grad = jax.grad(lambda lg: CODEC.soft_argmax(lg).sum())(logits)
+    logits = np.random.default_rng(0).standard_normal((2, 17, 4, 16, 16)).astype(np.float32)
+    grad = jax.jit(jax.grad(lambda lg: CODEC.soft_argmax(lg).sum()))(logits)
     assert grad.shape == logits.shape and bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
 
 
@@ -98,7 +112,7 @@ def test_full_chain_back_to_camera_mm(rng):
     coords = codec.encode(jnp.asarray(uv_crop), jnp.asarray(depth_rel))[-1]
     logits = jnp.log(codec.gaussian_targets(coords, 3) + 1e-30)
     uv_dec, z_dec = codec.decode(np.asarray(codec.soft_argmax(logits), np.float64), 3)
-    got = codec.to_camera(uv_dec, z_dec, aff, intr, poses[:, 0, 2])
+    got = camera.crop_to_camera(np.concatenate([uv_dec, z_dec[..., None]], -1), aff, intr, poses[:, 0, 2])
     err = np.linalg.norm(got - poses, axis=-1)
     assert err.max() < codec.bin_size_mm(), err.max()
 
@@ -123,16 +137,26 @@ def _reference_soft_argmax(logits):
     return jnp.stack(cols, axis=-1)
 
 
-@pytest.mark.parametrize("shape", [(2, 17, 4, 8, 6), (2, 17, 1, 8, 8), (17, 3, 5, 5), (4, 6, 7)])
-def test_soft_argmax_matches_the_softmax_expectation_and_its_gradient(shape):
-    logits = 3.0 * jax.random.normal(jax.random.PRNGKey(1), shape)
-    np.testing.assert_allclose(CODEC.soft_argmax(logits), _reference_soft_argmax(logits), rtol=1e-5, atol=1e-5)
-    weights = jax.random.normal(jax.random.PRNGKey(2), _reference_soft_argmax(logits).shape)
+@jax.jit
+def _soft_argmax_and_reference(logits, weights):
+    """soft_argmax and the reference, the gradients of <., weights> of both, and soft_argmax(logits + 1e4)."""
     grad = jax.grad(lambda lg: jnp.sum(CODEC.soft_argmax(lg) * weights))(logits)
     want = jax.grad(lambda lg: jnp.sum(_reference_soft_argmax(lg) * weights))(logits)
+    return CODEC.soft_argmax(logits), _reference_soft_argmax(logits), grad, want, CODEC.soft_argmax(logits + 1e4)
+
+
+@pytest.mark.parametrize("shape", [(2, 17, 4, 8, 6), (2, 17, 1, 8, 8), (17, 3, 5, 5), (4, 6, 7)])
+def test_soft_argmax_matches_the_softmax_expectation_and_its_gradient(shape):
+    rng = np.random.default_rng(1)
+    logits = (3.0 * rng.standard_normal(shape)).astype(np.float32)
+    *lead, d, _, _ = shape
+    weights = rng.standard_normal((*lead, 3 if d > 1 else 2)).astype(np.float32)
+    got, ref, grad, want, big = _soft_argmax_and_reference(logits, weights)
+    assert got.shape == ref.shape == weights.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6)
     # Large logits must not overflow: the max is subtracted before exp.
-    assert bool(jnp.all(jnp.isfinite(CODEC.soft_argmax(logits + 1e4))))
+    assert bool(jnp.all(jnp.isfinite(big)))
 
 
 def _noisy_heatmaps(rng, codec, level, n, sigma, noise):
@@ -141,9 +165,10 @@ def _noisy_heatmaps(rng, codec, level, n, sigma, noise):
     d = codec.depth_bins[level]
     lo, hi = 4.0, np.array([w - 5.0, h - 5.0, d - 5.0])
     coords = rng.uniform(lo, hi, (n, 17, 3)).astype(np.float32)
-    vol = VolumeCodec(**{**codec.__dict__, "sigma": sigma, "sigma_z_min": sigma}).gaussian_targets(coords, level)
+    draw = VolumeCodec(**{**codec.__dict__, "sigma": sigma, "sigma_z_min": sigma}).gaussian_targets
+    vol = jax.jit(draw, static_argnums=1)(coords, level)
     # sigma_z scales with D / max(D): the test codec's last level has D = max(D), so z uses `sigma` too.
-    vol = vol + noise * rng.standard_normal(vol.shape).astype(np.float32)
+    vol = np.asarray(vol) + noise * rng.standard_normal(vol.shape).astype(np.float32)
     return jnp.asarray(vol), coords
 
 
@@ -152,12 +177,14 @@ def test_decoders_on_noisy_heatmaps_bound_each_error(rng):
     plain argmax within half a voxel per axis, and the global soft-argmax far off (pulled to the centre)."""
     codec = VolumeCodec(input_size=128, heatmap_size=(32, 32), depth_bins=(32,))
     vol, coords = _noisy_heatmaps(rng, codec, 0, 4, sigma=2.0, noise=0.02)
+    names = ("soft_argmax", "argmax_local")
+    decoded = jax.jit(lambda v: [VolumeCodec(**{**codec.__dict__, "decoder": n}).decode_logits(v) for n in names]
+                      + [codec.argmax(v)])(vol)
     err = {}
-    for name in ("soft_argmax", "argmax_local"):
-        got, conf = VolumeCodec(**{**codec.__dict__, "decoder": name}).decode_logits(vol)
+    for name, (got, conf) in zip(names, decoded[:2]):
         assert got.shape == coords.shape and conf.shape == coords.shape[:2]
         err[name] = np.linalg.norm(np.asarray(got) - coords, axis=-1)
-    err["argmax"] = np.linalg.norm(np.asarray(codec.argmax(vol)) - coords, axis=-1)
+    err["argmax"] = np.linalg.norm(np.asarray(decoded[2]) - coords, axis=-1)
     assert err["argmax_local"].mean() < 0.2, err["argmax_local"].mean()
     assert err["argmax"].mean() < 0.7 and err["argmax"].max() < 1.5  # noise can move the peak one voxel
     assert err["argmax_local"].mean() < 0.5 * err["argmax"].mean()
@@ -167,18 +194,19 @@ def test_decoders_on_noisy_heatmaps_bound_each_error(rng):
 def test_argmax_local_is_exact_on_clean_gaussians_and_safe_at_borders(rng):
     codec = VolumeCodec(input_size=64, heatmap_size=(16, 16), depth_bins=(1, 16), decoder="argmax_local")
     vol, coords = _noisy_heatmaps(rng, codec, 1, 2, sigma=1.5, noise=0.0)
-    got, conf = codec.decode_logits(vol)
+    # Jitted, as export and evaluation trace it.
+    decode = jax.jit(codec.decode_logits)
+    got, conf = decode(vol)
     np.testing.assert_allclose(np.asarray(got), coords, atol=1e-3)
-    np.testing.assert_allclose(np.asarray(conf), np.asarray(vol.max(axis=(2, 3, 4))), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(conf), np.asarray(vol).max(axis=(2, 3, 4)), atol=1e-6)
     # A D = 1 level gives (x, y); a peak on the border keeps its integer position; all finite.
-    flat = jnp.zeros((1, 17, 1, 16, 16)).at[0, :, 0, 0, 15].set(1.0)
-    xy, conf = codec.decode_logits(flat)
+    flat = np.zeros((1, 17, 1, 16, 16), np.float32)
+    flat[0, :, 0, 0, 15] = 1.0
+    xy, conf = decode(flat)
     assert xy.shape == (1, 17, 2)
     np.testing.assert_allclose(np.asarray(xy), np.broadcast_to([15.0, 0.0], (1, 17, 2)))
-    neg, _ = codec.decode_logits(-jnp.ones((1, 17, 16, 16, 16)))  # nothing above zero: no fit, no NaN
+    neg, _ = decode(-np.ones((1, 17, 16, 16, 16), np.float32))  # nothing above zero: no fit, no NaN
     assert bool(jnp.all(jnp.isfinite(neg)))
-    # Jittable (export and evaluation trace it).
-    np.testing.assert_allclose(jax.jit(codec.decode_logits)(vol)[0], got, atol=1e-6)
 
 
 def test_decoder_follows_the_loss_kind():
@@ -201,8 +229,9 @@ def test_paper_targets_match_the_released_drawing():
     codec = VolumeCodec(input_size=256, heatmap_size=(64, 64), depth_bins=(1, 2, 4, 64), target="paper")
     assert [codec.paper_window_z(i) for i in range(4)] == [1, 1, 1, 13]
     # Off-centre sub-voxel position: the peak sits on the nearest voxel centre (20.4 -> 20, 30.6 -> 31).
+    draw = jax.jit(codec.gaussian_targets, static_argnums=1)
     coords = jnp.array([[[20.4, 30.6, 40.2]]])
-    vol = np.asarray(codec.gaussian_targets(coords, 3))[0, 0]  # (D, H, W)
+    vol = np.asarray(draw(coords, 3))[0, 0]  # (D, H, W)
     assert vol.max() == pytest.approx(1.0) and vol[40, 31, 20] == pytest.approx(1.0)
     sigma = 0.25 * 13
     assert vol[40, 31, 20 + 6] == pytest.approx(np.exp(-0.5 * (6 / sigma) ** 2), rel=1e-5)
@@ -211,20 +240,21 @@ def test_paper_targets_match_the_released_drawing():
     assert np.count_nonzero(vol) == 13 ** 3
     # Coarse levels: one-hot in z at the joint's bin, the same 13x13 window in x, y.
     for level, d in ((1, 2), (2, 4)):
-        coarse = np.asarray(codec.gaussian_targets(jnp.array([[[20.4, 30.6, (d - 1) * 0.7]]]), level))[0, 0]
+        coarse = np.asarray(draw(jnp.array([[[20.4, 30.6, (d - 1) * 0.7]]]), level))[0, 0]
         zbin = int(np.floor((d - 1) * 0.7 + 0.5))
         assert np.count_nonzero(coarse.sum(axis=(1, 2))) == 1 and coarse[zbin].max() == pytest.approx(1.0)
         assert np.count_nonzero(coarse[zbin]) == 13 * 13
     # A joint whose voxel is far outside the volume draws nothing.
-    assert float(codec.gaussian_targets(jnp.array([[[-20.0, 30.0, 10.0]]]), 3).max()) == 0.0
+    assert float(draw(jnp.array([[[-20.0, 30.0, 10.0]]]), 3).max()) == 0.0
 
 
 def test_density_is_what_each_decoder_reads():
-    logits = jax.random.normal(jax.random.PRNGKey(3), (2, 17, 4, 8, 8))
-    soft = VolumeCodec(input_size=32, heatmap_size=(8, 8), depth_bins=(4,)).density(logits)
-    np.testing.assert_allclose(np.asarray(soft).reshape(2, 17, -1),
-                               np.asarray(jax.nn.softmax(logits.reshape(2, 17, -1), axis=-1)), rtol=1e-5, atol=1e-7)
-    heat = VolumeCodec(input_size=32, heatmap_size=(8, 8), depth_bins=(4,), decoder="argmax_local").density(logits)
+    logits = np.random.default_rng(3).standard_normal((2, 17, 4, 8, 8)).astype(np.float32)
+    codec = VolumeCodec(input_size=32, heatmap_size=(8, 8), depth_bins=(4,))
+    soft, heat, want = jax.jit(lambda lg: (
+        codec.density(lg), VolumeCodec(**{**codec.__dict__, "decoder": "argmax_local"}).density(lg),
+        jax.nn.softmax(lg.reshape(2, 17, -1), axis=-1)))(logits)
+    np.testing.assert_allclose(np.asarray(soft).reshape(2, 17, -1), np.asarray(want), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.asarray(heat).sum(axis=(2, 3, 4)), 1.0, rtol=1e-5)
     assert float(heat.min()) >= 0.0
     # The clipped heatmap: negative voxels carry (almost) nothing, positive ones are proportional to the value.

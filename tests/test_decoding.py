@@ -39,7 +39,7 @@ def _fit(overrides, steps, batch=None):
 
 
 def _last_level_logits(trainer, state, images):
-    model = trainer.model_from(state["params"], state["batch_stats"])
+    model = trainer.network.module(state["params"], state["batch_stats"])
     model.train()  # the batch statistics of this very batch: the test is about the decoder, not BN
     return model(images)[-1]
 

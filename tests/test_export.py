@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from c2f_vol import camera, config as config_lib, export, skeleton, train
+from c2f_vol import camera, config as config_lib, export, inference, skeleton, train
 from conftest import REPO
 
 TINY = str(REPO / "configs" / "synthetic_cpu.py:tiny")
@@ -63,17 +63,16 @@ def trained(tmp_path_factory, request):
                  "mask": np.ones(4, np.float32)}
         state, _ = trainer.train_step(state, trainer.put(batch))
     out = tmp_path_factory.mktemp("export") / "saved_model"
-    export.export_saved_model(trainer, state, BONES, str(out), platforms=("cpu",))
-    return trainer, state, out
+    export.export_saved_model(trainer.network, inference.variables_of(state), BONES, str(out), platforms=("cpu",))
+    return trainer.network, inference.variables_of(state), out
 
 
 def test_reloaded_savedmodel_matches_jax_at_two_batch_sizes(trained, tmp_path):
-    trainer, state, path = trained
-    s = trainer.codec.input_size
+    network, variables, path = trained
+    s = network.codec.input_size
     rng = np.random.default_rng(1)
-    crop_fn = jax.jit(export.make_crop_fn(trainer))
-    cam_fn = jax.jit(export.make_camera_fn(trainer, BONES))
-    variables = export.variables_of(state)
+    crop_fn = jax.jit(inference.make_crop_fn(network))
+    cam_fn = jax.jit(inference.make_camera_fn(network, BONES))
     inputs, want = {}, {}
     for b in (1, 5):
         inputs[f"images{b}"] = rng.integers(0, 255, (b, s, s, 3), dtype=np.uint8)
@@ -100,35 +99,41 @@ def test_reloaded_savedmodel_matches_jax_at_two_batch_sizes(trained, tmp_path):
         # root depths agree to 1%; given its own root depth, the camera-frame joints must be exact.
         np.testing.assert_allclose(got[f"root{b}"], np.asarray(want[f"root{b}"]), rtol=1e-2)
         affine = camera.crop_affine(inputs[f"box{b}"][:, :2], inputs[f"box{b}"][:, 2], s)
-        uv = camera.apply_affine(camera.invert_affine(affine), got[f"joints{b}"][..., :2])
-        lifted = camera.back_project(uv, got[f"joints{b}"][..., 2] + got[f"root{b}"][:, None], inputs[f"intr{b}"])
+        # Independently of camera.crop_to_camera: the inverse affine by numpy, then the pinhole by hand.
+        inv = np.linalg.inv(np.concatenate([affine, np.tile([[[0.0, 0.0, 1.0]]], (b, 1, 1))], 1))
+        uv1 = np.concatenate([got[f"joints{b}"][..., :2], np.ones((b, 17, 1))], -1)
+        uv = np.einsum("bij,bkj->bki", inv, uv1)[..., :2]
+        z = got[f"joints{b}"][..., 2] + got[f"root{b}"][:, None]
+        fx, fy, cx, cy = (inputs[f"intr{b}"][:, None, i] for i in range(4))
+        lifted = np.stack([(uv[..., 0] - cx) / fx * z, (uv[..., 1] - cy) / fy * z, z], -1)
         np.testing.assert_allclose(got[f"cam{b}"], lifted, rtol=1e-4, atol=1e-2)
     meta = json.loads(proc.stdout.split("META")[-1])
     assert meta["joint_names"] == list(skeleton.JOINT_NAMES) and meta["parents"] == list(skeleton.PARENTS)
     assert meta["input_size"] == s and len(meta["image_mean"]) == 3
-    assert meta["codec"]["decoder"] == trainer.codec.decoder
+    assert meta["codec"]["decoder"] == network.codec.decoder
+    assert meta["data"]["box_margin"] == network.config.data.box_margin
     np.testing.assert_allclose(meta["mean_bone_lengths_mm"], BONES, rtol=1e-6)
     assert (path / "assets" / export.METADATA_ASSET).is_file()
 
 
 def test_crop_fn_decodes_with_the_codec(trained):
-    trainer, state, _ = trained
-    images = np.random.default_rng(2).integers(0, 255, (2, trainer.codec.input_size, trainer.codec.input_size, 3),
-                                               dtype=np.uint8)
-    joints, conf = export.make_crop_fn(trainer)(export.variables_of(state), images)
-    model = trainer.model_from(state["params"], state["batch_stats"])
+    network, variables, _ = trained
+    codec = network.codec
+    images = np.random.default_rng(2).integers(0, 255, (2, codec.input_size, codec.input_size, 3), dtype=np.uint8)
+    joints, conf = inference.make_crop_fn(network)(variables, images)
+    model = network.module(variables["params"], variables["batch_stats"])
     model.eval()
-    coords, want_conf = trainer.codec.decode_logits(model(images)[-1])
-    uv, depth = trainer.codec.decode(coords, trainer.codec.num_levels - 1)
+    coords, want_conf = codec.decode_logits(model(images)[-1])
+    uv, depth = codec.decode(coords, codec.num_levels - 1)
     np.testing.assert_allclose(np.asarray(joints[..., :2]), np.asarray(uv), atol=1e-4)
     np.testing.assert_allclose(np.asarray(joints[..., 2]), np.asarray(depth), rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(np.asarray(conf), np.asarray(want_conf), atol=1e-6)
 
 
 def test_failed_export_keeps_the_previous_savedmodel(trained):
-    trainer, state, path = trained
+    network, variables, path = trained
     before = sorted(os.listdir(path))
     with pytest.raises(ValueError, match="bone_lengths_mm"):
-        export.export_saved_model(trainer, state, BONES[:3], str(path))
+        export.export_saved_model(network, variables, BONES[:3], str(path))
     assert sorted(os.listdir(path)) == before
     assert not [p for p in os.listdir(path.parent) if p.startswith(".export-")]

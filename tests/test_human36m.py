@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from c2f_vol import camera, skeleton
-from c2f_vol.data import h36m_files, human36m
+from c2f_vol.data import crops, h36m_files, h36m_sides, human36m
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import fake_h36m  # noqa: E402
@@ -94,12 +94,12 @@ def test_side_rule_decides_from_geometry(yaw_deg):
     q, _ = np.linalg.qr(np.random.default_rng(int(yaw_deg) % 7).normal(size=(3, 3)))
     q *= np.sign(np.linalg.det(q))
     for p in (poses, poses @ q.T):
-        right = human36m.decide_sides(p)
+        right = h36m_sides.decide_sides(p)
         assert (right.legs_swapped, right.arms_swapped) == (False, False)
         assert right.legs_agreement == 1.0 and right.frames == (12, 12)
-        swapped = human36m.decide_sides(fake_h36m.swap_labels32(p))
+        swapped = h36m_sides.decide_sides(fake_h36m.swap_labels32(p))
         assert (swapped.legs_swapped, swapped.arms_swapped) == (True, True)
-        fixed = human36m.swap_sides32(fake_h36m.swap_labels32(p), True, True)
+        fixed = h36m_sides.swap_sides32(fake_h36m.swap_labels32(p), True, True)
         np.testing.assert_array_equal(fixed, p)
 
 
@@ -189,9 +189,9 @@ def test_2d_sides_follow_the_projected_3d():
     cam = camera.H36M_CAMERAS["55011271"]
     poses = fake_h36m.person_poses32(5, 40.0)
     projected = camera.project(poses, cam.intrinsics.astype(np.float64))
-    legs_only = human36m.swap_sides32(projected, legs=True, arms=False)
-    assert human36m.match_2d_sides(legs_only, projected) == (True, False)
-    assert human36m.match_2d_sides(projected, projected) == (False, False)
+    legs_only = h36m_sides.swap_sides32(projected, legs=True, arms=False)
+    assert h36m_sides.match_2d_sides(legs_only, projected) == (True, False)
+    assert h36m_sides.match_2d_sides(projected, projected) == (False, False)
 
 
 def test_reports_sides_skips_absences_and_frame_mismatch(built):
@@ -289,7 +289,7 @@ def test_crop_frame_cuts_a_frame_larger_than_nominal_where_its_pixels_lie():
     frame = np.zeros((1002, 1000, 3), np.uint8)
     frame[1000:1002, 600:640] = 255
     affine = camera.crop_affine(np.array([[620.0, 990.0]]), np.array([64.0]), 64)[0]
-    crop = human36m.crop_frame(frame, affine, 64)
+    crop = crops.crop_frame(frame, affine, 64)
     assert crop.shape == (64, 64, 3)
     v, u = np.nonzero(crop[..., 0] > 127)
     want = camera.apply_affine(affine[None], np.array([[[620.0, 1000.5]]]))[0, 0]

@@ -11,6 +11,18 @@ from c2f_vol.codec import VolumeCodec
 CODEC = VolumeCodec(input_size=32, heatmap_size=(8, 8), depth_bins=(1, 4))
 CFG = dict(num_stacks=2, features=16, hourglass_depth=2, num_residual=1, num_joints=17, dtype="float32")
 
+# The networks that are built and run: every part of each architecture (stem with a max-pool,
+# hourglass, heads, feedback between two stacks) at the smallest width and depth, with B, J, D
+# and H all different. What they cost is compilation (each distinct parameter shape's
+# initialiser once, each forward once per structure and mode), so the tests share these configs.
+RUN_CFG = dict(CFG, features=4, hourglass_depth=1, num_joints=3)
+RUN_SHAPES = [(2, 3, 1, 8, 8), (2, 3, 4, 8, 8)]  # (B, J, D_i, H, W) for 2 images
+
+# The forward passes run jitted, as training and evaluation run them: one compilation per model
+# structure and mode (train / eval, dtype) is cheaper than compiling each op on its own eagerly.
+# nnx.jit carries a train-mode call's BatchNorm statistics back into the model.
+_forward = nnx.jit(lambda m, images: m(images))
+
 
 @pytest.fixture(scope="module")
 def images():
@@ -19,21 +31,32 @@ def images():
 
 @pytest.fixture(scope="module")
 def model():
-    return model_lib.create_model(CFG, CODEC, seed=0)
+    return model_lib.create_model(RUN_CFG, CODEC, seed=0)
 
 
 def _abstract_outputs(cfg, codec, batch=2, dtype=jnp.uint8):
-    """Output shapes and dtypes from tracing only (no compile, no run)."""
-    m = model_lib.create_model(cfg, codec, seed=0)
-    graphdef, state = nnx.split(m)
+    """Output shapes and dtypes from tracing only (no compile, no run).
+
+    Traced in eval mode: the shapes are the same in both modes, and tracing a train-mode forward
+    is quadratic in the number of BatchNorms (each running-statistics update asks its tracer for
+    `.sharding`, whose error message walks the whole jaxpr): ~3 s for the 5-stack case, 0.1 s in
+    eval mode. The forward tests run train mode for real.
+    """
+    m = nnx.eval_shape(lambda: model_lib.create_model(cfg, codec, seed=0))
     x = jax.ShapeDtypeStruct((batch, codec.input_size, codec.input_size, 3), dtype)
-    return jax.eval_shape(lambda s, im: nnx.merge(graphdef, s)(im), state, x)
+    return _abstract_call(nnx.view(m, use_running_average=True), x)
+
+
+def _abstract_call(m, images):
+    """m(images)'s output shapes and dtypes from tracing only; m itself is left untouched."""
+    graphdef, state = nnx.split(m)
+    return jax.eval_shape(lambda s, im: nnx.merge(graphdef, s)(im), state, images)
 
 
 def test_forward_shapes_and_dtypes(model, images):
-    out = model(images)
+    out = _forward(model, images)
     assert isinstance(out, tuple) and len(out) == 2
-    assert [o.shape for o in out] == [(2, 17, 1, 8, 8), (2, 17, 4, 8, 8)]
+    assert [o.shape for o in out] == RUN_SHAPES
     assert all(o.dtype == jnp.float32 for o in out)
     assert all(bool(jnp.all(jnp.isfinite(o))) for o in out)
 
@@ -63,13 +86,13 @@ def test_head_to_volume_layout():
 
 
 def test_head_bias_puts_argmax_at_joint_and_bin(images):
-    m = model_lib.create_model(CFG, CODEC, seed=1)
+    m = model_lib.create_model(RUN_CFG, CODEC, seed=1)
     head = m.heads[1]
     d = CODEC.depth_bins[1]
-    joint, bin_ = 5, 2
+    joint, bin_ = 1, 2  # channel 1 * 4 + 2 = 6; the other order (bin * J + joint) would be 7
     head.kernel[...] = jnp.zeros_like(head.kernel[...])
     head.bias[...] = jnp.zeros_like(head.bias[...]).at[joint * d + bin_].set(10.0)
-    vol = m(images)[1]
+    vol = _forward(m, images)[1]
     # Only (joint, bin_) is lit, everywhere in the heatmap.
     np.testing.assert_allclose(vol[:, joint, bin_], 10.0)
     assert float(jnp.abs(vol.at[:, joint, bin_].set(0.0)).max()) == 0.0
@@ -81,45 +104,45 @@ def _batch_stats(m):
 
 
 def test_batchnorm_train_and_eval(images):
-    m = model_lib.create_model(CFG, CODEC, seed=0)
+    m = model_lib.create_model(RUN_CFG, CODEC, seed=0)
     assert m.stem_bn.use_running_average is False  # built in training mode
     before = _batch_stats(m)
-    train_out = m(images)[1]
+    train_out = _forward(m, images)[1]
     after_train = _batch_stats(m)
     assert any(not np.array_equal(a, b) for a, b in zip(before, after_train))
 
     # An eval view shares the weights and leaves the model in training mode.
     view = nnx.view(m, use_running_average=True)
-    view_out = view(images)[1]
+    view_out = _forward(view, images)[1]
     assert m.stem_bn.use_running_average is False
     m.eval()
-    eval_out = m(images)[1]
+    eval_out = _forward(m, images)[1]
     after_eval = _batch_stats(m)
     assert all(np.array_equal(a, b) for a, b in zip(after_train, after_eval))
     np.testing.assert_allclose(view_out, eval_out, rtol=1e-6, atol=1e-7)
     assert not np.allclose(train_out, eval_out, rtol=1e-3, atol=1e-6)
 
     m.train()
-    m(images)
+    _forward(m, images)
     assert any(not np.array_equal(a, b) for a, b in zip(after_eval, _batch_stats(m)))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits(images):
-    f32 = model_lib.create_model(CFG, CODEC, seed=3)
-    bf16 = model_lib.create_model(dict(CFG, dtype="bfloat16"), CODEC, seed=3)
+    f32 = model_lib.create_model(RUN_CFG, CODEC, seed=3)
+    bf16 = model_lib.create_model(dict(RUN_CFG, dtype="bfloat16"), CODEC, seed=3)
     params = jax.tree.leaves(nnx.state(bf16, nnx.Param)) + jax.tree.leaves(nnx.state(bf16, nnx.BatchStat))
     assert all(p.dtype == jnp.float32 for p in params)
-    # Compared in eval mode: batch statistics of 2 samples on 2x2 maps would
+    # Compared in eval mode: batch statistics of 2 samples on 4x4 maps would
     # amplify bfloat16 rounding into a test of BatchNorm, not of the model.
     f32.eval()
     bf16.eval()
-    for a, b in zip(f32(images), bf16(images)):
+    for a, b in zip(_forward(f32, images), _forward(bf16, images)):
         assert b.dtype == jnp.float32
         scale = float(jnp.abs(a).max())
         assert scale > 0.1
         assert float(jnp.abs(a - b).max()) < 0.04 * scale
     bf16.train()
-    assert all(o.dtype == jnp.float32 for o in bf16(images))
+    assert all(o.dtype == jnp.float32 for o in _abstract_call(bf16, images))  # dtypes are fixed by tracing
 
 
 def test_images_are_normalised_on_device():
@@ -131,7 +154,7 @@ def test_images_are_normalised_on_device():
 
 
 def test_create_model_from_full_config():
-    config = ml_collections.ConfigDict({"model": CFG})
+    config = ml_collections.ConfigDict({"model": RUN_CFG})
     m = model_lib.create_model(config, CODEC, seed=0)
     assert m.depth_bins == (1, 4) and model_lib.count_params(m) > 0
 
@@ -170,7 +193,7 @@ def test_pointwise_conv_equals_a_1x1_convolution(dtype, preferred, use_bias):
     conv = nnx.Conv(8, 5, (1, 1), rngs=nnx.Rngs(0), **kw)
     # Same parameters, so checkpoints and exported weights do not change.
     assert jax.tree.map(jnp.shape, nnx.state(fast)) == jax.tree.map(jnp.shape, nnx.state(conv))
-    x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 8))
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 4, 4, 8)), jnp.float32)
     got, want = fast(x), conv(x)
     assert got.dtype == want.dtype
     tol = 1e-5 if dtype == jnp.float32 or preferred is not None else 2e-2
@@ -178,7 +201,7 @@ def test_pointwise_conv_equals_a_1x1_convolution(dtype, preferred, use_bias):
 
 
 def test_max_pool_equals_reduce_window_and_passes_gradient_to_the_maximum():
-    x = jax.random.normal(jax.random.PRNGKey(4), (2, 8, 6, 3))
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 8, 6, 3)), jnp.float32)
     want = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
     np.testing.assert_array_equal(model_lib._max_pool2(x), want)
     grad = jax.grad(lambda v: model_lib._max_pool2(v).sum())(x)
@@ -192,6 +215,7 @@ PAPER_CODEC = VolumeCodec(input_size=256, heatmap_size=(64, 64), depth_bins=(1, 
 PAPER_RELEASED = dict(arch="released", num_stacks=4, features=256, hourglass_depth=4, num_residual=1,
                       num_joints=17, dtype="float32")
 RELEASED = dict(CFG, arch="released")  # f=16, depth 2, 32 -> 8x8, D=(1, 4)
+RUN_RELEASED = dict(RUN_CFG, arch="released")  # f=4, depth 1, 32 -> 8x8, D=(1, 4)
 
 
 @pytest.fixture(scope="module")
@@ -261,38 +285,38 @@ def test_released_single_stack_is_stem_hourglass_and_last_head():
 
 
 def test_released_forward_shapes_and_batch_stats(images):
-    m = model_lib.create_model(RELEASED, CODEC, seed=0)
+    m = model_lib.create_model(RUN_RELEASED, CODEC, seed=0)
     assert isinstance(m, model_lib.ReleasedStackedHourglass)
     assert m.stem_bn.use_running_average is False
     before = _batch_stats(m)
-    out = m(images)
-    assert [o.shape for o in out] == [(2, 17, 1, 8, 8), (2, 17, 4, 8, 8)]
+    out = _forward(m, images)
+    assert [o.shape for o in out] == RUN_SHAPES
     assert all(o.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(o))) for o in out)
     assert any(not np.array_equal(a, b) for a, b in zip(before, _batch_stats(m)))
     m.eval()
     after = _batch_stats(m)
-    eval_out = m(images)
+    eval_out = _forward(m, images)
     assert all(np.array_equal(a, b) for a, b in zip(after, _batch_stats(m)))
     assert all(bool(jnp.all(jnp.isfinite(o))) for o in eval_out)
 
 
 def test_released_bfloat16_gives_float32_logits(images):
-    m = model_lib.create_model(dict(RELEASED, dtype="bfloat16"), CODEC, seed=0)
+    m = model_lib.create_model(dict(RUN_RELEASED, dtype="bfloat16"), CODEC, seed=0)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(m, nnx.Param)))
-    out = m(images)
+    out = _forward(m, images)
     assert all(o.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(o))) for o in out)
-    assert [o.shape for o in out] == [(2, 17, 1, 8, 8), (2, 17, 4, 8, 8)]
+    assert [o.shape for o in out] == RUN_SHAPES
 
 
 def test_released_feedback_is_the_only_input_of_the_next_stack(images):
     """Stack 2's input is only the feedback convs' sum: zero them and stack 2 sees zeros."""
-    m = model_lib.create_model(RELEASED, CODEC, seed=0)
+    m = model_lib.create_model(RUN_RELEASED, CODEC, seed=0)
     m.eval()
-    base = m(images)
+    base = _forward(m, images)
     for conv in (m.remap_features[0], m.remap_preds[0]):
         conv.kernel[...] = jnp.zeros_like(conv.kernel[...])
         conv.bias[...] = jnp.zeros_like(conv.bias[...])
-    zeroed = m(images)
+    zeroed = _forward(m, images)
     np.testing.assert_array_equal(zeroed[0], base[0])
     # Nothing of stack 1's input is carried forward: stack 2 ran on an all-zero input,
     # so its output is the same for every image.
@@ -300,13 +324,13 @@ def test_released_feedback_is_the_only_input_of_the_next_stack(images):
 
 
 def test_create_model_dispatches_on_arch_and_keeps_uniform_by_default():
-    assert isinstance(model_lib.create_model(CFG, CODEC), model_lib.StackedHourglass)
-    assert isinstance(model_lib.create_model(dict(CFG, arch="uniform"), CODEC), model_lib.StackedHourglass)
+    assert isinstance(model_lib.create_model(RUN_CFG, CODEC), model_lib.StackedHourglass)
+    assert isinstance(model_lib.create_model(dict(RUN_CFG, arch="uniform"), CODEC), model_lib.StackedHourglass)
     with pytest.raises(ValueError, match="builds arch 'uniform'"):
         model_lib.StackedHourglass(RELEASED, CODEC, rngs=nnx.Rngs(0))
     # create_model's parameters are those of a plain nnx.Rngs(params=seed).
-    plain = model_lib.StackedHourglass(CFG, CODEC, rngs=nnx.Rngs(params=5))
-    built = model_lib.create_model(CFG, CODEC, seed=5)
+    plain = model_lib.StackedHourglass(RUN_CFG, CODEC, rngs=nnx.Rngs(params=5))
+    built = model_lib.create_model(RUN_CFG, CODEC, seed=5)
     for a, b in zip(jax.tree.leaves(nnx.state(plain)), jax.tree.leaves(nnx.state(built))):
         np.testing.assert_array_equal(a, b)
 

@@ -9,7 +9,9 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from c2f_vol import camera, skeleton
-from c2f_vol.data import augment, features, pipeline
+from c2f_vol.data import augment, builders, features, pipeline
+from c2f_vol.data.human36m import Human36m
+from c2f_vol.data.synthetic.builder import C2fSynthetic
 
 LEFT_BGR, RIGHT_BGR, CENTRE_BGR = (0, 255, 0), (0, 0, 255), (255, 255, 255)  # green, red, white
 
@@ -302,16 +304,33 @@ def test_config_from_a_plain_mapping(examples):
         locked.box_margn = 1.0
 
 
+def test_one_registry_names_every_family(tmp_path):
+    assert builders.BUILDERS == {"c2f_synthetic": C2fSynthetic, "human36m": Human36m}
+    assert all(cls.name == family for family, cls in builders.BUILDERS.items())
+    assert builders.family("human36m/stride5:1.0.0") == "human36m"
+    known = r"known families: \['c2f_synthetic', 'human36m'\]"
+    with pytest.raises(FileNotFoundError, match=known):
+        pipeline.load_builder("c2f_no_such_set/x", str(tmp_path))
+    with pytest.raises(ValueError, match=r"no dataset family 'c2f_no_such_set'.*" + known):
+        builders.build("c2f_no_such_set/x", str(tmp_path))
+    # Datasets read from user files: the hint carries their --manual_dir.
+    assert builders.build_command("human36m", "D") == ("python tools/build_dataset.py --dataset=human36m "
+                                                       "--data_dir=D --manual_dir=/path/to/h36m")
+    assert "--manual_dir=../shared/data/mocap" in builders.build_command("c2f_synthetic/mocap")
+    assert "--manual_dir" not in builders.build_command("c2f_synthetic/tiny")
+    with pytest.raises(FileNotFoundError, match=r"(?s)not prepared.*--dataset=human36m --data_dir=\S+ "
+                                                r"--manual_dir=/path/to/h36m"):
+        pipeline.load_builder("human36m", str(tmp_path))
+
+
 def test_builder_api_on_prepared_tfrecords(tmp_path, monkeypatch):
     cfg = _config()
-    # Only the test builder's module is imported, so the project's builders are not exercised here.
-    monkeypatch.setattr(pipeline, "_BUILDER_MODULES", {"c2f_pipeline_test_tiny": __name__,
-                                                       "c2f_nonexistent": "c2f_vol.data.no_such_module"})
-    with pytest.raises(ImportError, match="c2f_vol.data.no_such_module"):
-        pipeline.load_builder("c2f_nonexistent", str(tmp_path))
+    # Only the test builder is in the registry, so the project's builders are not exercised here.
+    monkeypatch.setattr(builders, "BUILDERS", {"c2f_pipeline_test_tiny": _TinyBuilder})
     with pytest.raises(FileNotFoundError, match="tools/build_dataset.py --dataset=c2f_pipeline_test_tiny --data_dir="):
         pipeline.load_builder("c2f_pipeline_test_tiny", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="tools/build_dataset.py --dataset=c2f_unknown_set"):
+    with pytest.raises(FileNotFoundError, match=r"known families: \['c2f_pipeline_test_tiny'\]. Build it with: "
+                                                "python tools/build_dataset.py --dataset=c2f_unknown_set"):
         pipeline.load_builder("c2f_unknown_set", str(tmp_path))
     tfds.builder("c2f_pipeline_test_tiny", data_dir=str(tmp_path), try_gcs=False).download_and_prepare()
     real = pipeline.load_builder("c2f_pipeline_test_tiny", str(tmp_path))

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -12,12 +13,14 @@ def test_limb_length_search_recovers_the_true_root_depth(rng):
     intr = np.array([1145.0, 1144.0, 512.0, 515.0])
     uv = camera.project(poses, intr)
     rel = poses[..., 2] - poses[:, :1, 2]
-    found = [float(rootdepth.search_root_depth(jnp.asarray(uv[i], jnp.float32), jnp.asarray(rel[i], jnp.float32),
-                                               jnp.asarray(intr, jnp.float32), bones[i])) for i in range(6)]
+    # Jitted, as the camera-frame predictor runs it: one compilation per shape instead of one per op.
+    search = jax.jit(rootdepth.search_root_depth)
+    found = [float(search(jnp.asarray(uv[i], jnp.float32), jnp.asarray(rel[i], jnp.float32),
+                          jnp.asarray(intr, jnp.float32), bones[i])) for i in range(6)]
     np.testing.assert_allclose(found, poses[:, 0, 2], rtol=2e-3)
     # Batched, with the training mean bones instead of the true ones, it still lands near the truth.
     mean = bones.mean(axis=0)
-    batched = rootdepth.search_root_depth(jnp.asarray(uv, jnp.float32), jnp.asarray(rel, jnp.float32),
-                                          jnp.asarray(np.tile(intr, (6, 1)), jnp.float32), mean)
+    batched = search(jnp.asarray(uv, jnp.float32), jnp.asarray(rel, jnp.float32),
+                     jnp.asarray(np.tile(intr, (6, 1)), jnp.float32), mean)
     assert batched.shape == (6,)
     assert np.abs(np.asarray(batched) - poses[:, 0, 2]).max() < 0.35 * poses[:, 0, 2].min()

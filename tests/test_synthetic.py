@@ -1,6 +1,8 @@
 """The synthetic dataset: BVH kinematics and sides, procedural poses, cameras, and built datasets."""
 
 import dataclasses
+import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -133,7 +135,7 @@ def test_bvh_errors_name_the_file_and_the_problem(tmp_path, shared_data):
 
 def test_procedural_bodies_have_adult_proportions():
     rng = np.random.default_rng(1)
-    ref_height = poses._rest_height(poses.REFERENCE_BONE_LENGTHS_MM)
+    ref_height = poses.rest_height(poses.REFERENCE_BONE_LENGTHS_MM)
     families = set()
     for _ in range(150):
         sample = poses.sample_pose(rng)
@@ -301,3 +303,46 @@ def test_renderer_colours_sides_and_paints_near_over_far():
     assert b > r and b > g, img2[v, u]  # the (blue) left forearm covers the (green) torso
     r, g, b = img[v, u].astype(int)
     assert g > b and g > r, img[v, u]  # where, without it, the shirt shows
+
+
+def test_room_floor_is_finite_without_warnings_where_rays_miss_the_floor():
+    from c2f_vol.data.synthetic import render
+
+    # A level camera whose centre column (u = cx exactly) looks straight along +Y: the upward rays
+    # of that column have a world x of exactly 0 and never meet the floor.
+    centre = np.array([0.0, -4000.0, 1000.0])
+    rotation = builder.look_at(centre, np.array([0.0, 0.0, 1000.0]))
+    intr = np.array([100.0, 100.0, 48.0, 48.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        img = render._room(np.random.default_rng(0), 96, 96, intr, rotation, centre, np.zeros(2))
+        # Procedural example 2826 (256 px) has such a ray too.
+        builder.make_example(builder.C2fSyntheticConfig(name="w", train_size=1, test_size=1), "train", 2826)
+    assert img.shape == (96, 96, 3) and np.isfinite(img).all()
+
+
+# ---------------------------------------------------------------------------
+# Building: one progress display, no warnings.
+
+
+def test_build_shows_one_progress_line_and_no_warnings(tmp_path, capsys, caplog):
+    from c2f_vol.data import builders
+
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING):
+        warnings.simplefilter("error", RuntimeWarning)
+        assert builders.build("c2f_synthetic/tiny", str(tmp_path)) == {"train": 48, "test": 16}
+    out = capsys.readouterr()
+    text = out.out + out.err
+    # Not a terminal: one line, at the end (the build takes well under Progress.min_gap_s).
+    assert [line for line in text.splitlines() if "examples" in line] == [
+        line for line in text.splitlines() if line.startswith("building c2f_synthetic/tiny: 64/64 examples (100%)")]
+    assert text.count("building c2f_synthetic/tiny") == 1
+    assert not any(bar in text for bar in ("Generating", "Shuffling", "splits/s", "\r"))  # TFDS's bars are off
+    assert "warning" not in text.lower()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # Already prepared: nothing but what the caller prints.
+    with caplog.at_level(logging.WARNING):
+        assert builders.build("c2f_synthetic/tiny", str(tmp_path)) == {"train": 48, "test": 16}
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from c2f_vol import checkpoint, config as config_lib, evaluation, train
+from c2f_vol import checkpoint, config as config_lib, train, workdir as workdir_lib
 from conftest import REPO
 
 TINY = str(REPO / "configs" / "synthetic_cpu.py:tiny")
@@ -33,28 +33,34 @@ def _random_batch(rng, config, n):
 
 
 def test_tiny_end_to_end_train_evaluate_restore(tiny_dataset, tmp_path):
-    config = _tiny_config(tiny_dataset)
+    config = _tiny_config(tiny_dataset, eval_every=3)  # an evaluation mid-run, then training goes on
     workdir = str(tmp_path / "run")
     out = train.train_and_evaluate(config, workdir)
     assert out["step"] == config.num_train_steps
+    assert [h["step"] for h in out["history"] if h["kind"] == "eval"] == [3, 6]
     assert np.isfinite(out["train"]["loss"]) and out["train"]["images_per_sec"] > 0
     assert out["eval"]["frames"] > 0 and 0 < out["eval"]["mpjpe_mm"] < 5000
     assert set(out["eval"]["per_action"])  # per-action table present
     assert json.load(open(os.path.join(workdir, "config.json")))["model"]["features"] == config.model.features
     assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
     # Restoring gives back the final parameters exactly.
-    trainer, state, step = evaluation.restore_trainer(workdir)
-    assert step == config.num_train_steps
-    for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(out["state"]["params"])):
+    restored = workdir_lib.restore(workdir)
+    assert restored.step == config.num_train_steps
+    for a, b in zip(jax.tree.leaves(restored.state["params"]), jax.tree.leaves(out["state"]["params"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Running again resumes at the end and trains no further.
     again = train.train_and_evaluate(config, workdir)
     assert again["step"] == config.num_train_steps
 
 
-def test_nan_loss_stops_without_touching_state(tiny_dataset, rng):
-    config = _tiny_config(tiny_dataset)
-    trainer = train.Trainer(config)
+@pytest.fixture(scope="module")
+def tiny_trainer(tiny_dataset):
+    """One Trainer of the tiny config for the step-level tests: its train step compiles once for all of them."""
+    return train.Trainer(_tiny_config(tiny_dataset))
+
+
+def test_nan_loss_stops_without_touching_state(tiny_trainer, rng):
+    trainer, config = tiny_trainer, tiny_trainer.config
     state = trainer.init_state()
     good = trainer.put(_random_batch(rng, config, config.batch_size))
     state, _ = trainer.train_step(state, good)
@@ -117,8 +123,8 @@ def _train_cmd(workdir, data_dir, steps, every):
 
 
 def _final_params(workdir):
-    _, state, step = evaluation.restore_trainer(str(workdir))
-    return step, [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+    restored = workdir_lib.restore(str(workdir))
+    return restored.step, [np.asarray(x) for x in jax.tree.leaves(restored.state["params"])]
 
 
 @pytest.mark.slow
@@ -207,9 +213,8 @@ def cv2_imread_ok(path) -> bool:
     return img is not None and img.shape[0] > 100
 
 
-def test_train_step_compiles_once(tiny_dataset, rng):
-    config = _tiny_config(tiny_dataset)
-    trainer = train.Trainer(config)
+def test_train_step_compiles_once(tiny_trainer, rng):
+    trainer, config = tiny_trainer, tiny_trainer.config
     state = trainer.init_state()
     for _ in range(3):
         state, metrics = trainer.train_step(state, trainer.put(_random_batch(rng, config, config.batch_size)))

@@ -11,6 +11,8 @@ import os
 
 from absl import app, flags
 
+from c2f_vol import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "configs/synthetic_cpu.py", "Base config file; each run overrides depth bins and loss.")
 flags.DEFINE_string("workdir", None, "Folder for the runs, ablation.json and ablation.png.")
@@ -47,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

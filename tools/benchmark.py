@@ -13,6 +13,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from c2f_vol import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).", lock_config=True)
 flags.DEFINE_list("sections", ["train", "pipeline", "inference"], "Which of train, pipeline, inference to run.")
@@ -99,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, tensorflow=False)

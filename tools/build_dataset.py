@@ -4,10 +4,14 @@
     python tools/build_dataset.py --dataset=c2f_synthetic/mocap --manual_dir=../shared/data/mocap --data_dir=DIR
     python tools/build_dataset.py --dataset=human36m --manual_dir=/path/to/h36m --data_dir=DIR
 
-An already built dataset is left as it is (delete its folder to rebuild).
+The dataset families are those of `c2f_vol.data.builders.BUILDERS`. One progress bar
+counts the examples of all splits (without a terminal, a line now and then). An already
+built dataset is left as it is (delete its folder to rebuild).
 """
 
 from absl import app, flags, logging
+
+from c2f_vol import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "c2f_synthetic/procedural", "TFDS name[/config] of the dataset to build.")
@@ -28,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -5,7 +5,9 @@
 
 import os
 
-from absl import app, flags
+from absl import flags
+
+from c2f_vol import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("image", "", "A photo to use when present.")
@@ -35,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -8,9 +8,10 @@ Prints the per-action Protocol #1 / #2 table and writes everything as JSON
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
+
+from c2f_vol import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir to evaluate (its latest checkpoint).")
@@ -33,41 +34,37 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if bool(FLAGS.workdir) == bool(FLAGS.saved_model):
         raise app.UsageError("give exactly one of --workdir or --saved_model")
-    import numpy as np
-    import tqdm
-
-    from c2f_vol import config as config_lib, evaluation, fileio, metrics
-    from c2f_vol.data import pipeline, stats
+    from c2f_vol import evaluation, export, fileio, metrics, workdir
+    from c2f_vol.data import data_config as data_config_lib, pipeline, stats
 
     if FLAGS.workdir:
-        config = evaluation.load_workdir_config(FLAGS.workdir)
-        trainer, state, step = evaluation.restore_trainer(FLAGS.workdir, config)
-        predict_fn = evaluation.checkpoint_predict_fn(trainer, state)
-        input_size = trainer.codec.input_size
+        restored = workdir.restore(FLAGS.workdir)
+        config = restored.config
+        data = config.data
+        predict_fn = restored.network.predict_fn(restored.variables)
+        input_size = restored.network.codec.input_size
         bones = stats.read_bone_lengths(FLAGS.workdir) if FLAGS.root_depth == "limbs" else None
-        source = {"workdir": os.path.abspath(FLAGS.workdir), "checkpoint_step": step}
+        source = {"workdir": os.path.abspath(FLAGS.workdir), "checkpoint_step": restored.step}
     else:
-        config = config_lib.base_config()
-        config.data.name = "human36m"
-        predict_fn, meta = evaluation.savedmodel_predict_fn(FLAGS.saved_model)
-        input_size = int(meta["input_size"])
-        bones = np.asarray(meta["mean_bone_lengths_mm"], np.float32)
-        source = {"saved_model": os.path.abspath(FLAGS.saved_model)}
+        served = export.ServedModel(FLAGS.saved_model)
+        # The crops the model was trained on, as its export recorded them; human36m unless --dataset says otherwise.
+        data = data_config_lib.resolve_data_config(served.metadata.get("data") or {"name": "human36m"})
+        predict_fn, input_size, bones = served.predict_fn(), served.input_size, served.bone_lengths_mm
+        source = {"saved_model": served.path}
     for flag, key in ((FLAGS.dataset, "name"), (FLAGS.data_dir, "data_dir"), (FLAGS.split, "eval_split")):
         if flag:
-            config.data[key] = flag
-    builder = pipeline.load_builder(config.data.name, config.data.data_dir)
-    split = config.data.eval_split
+            data[key] = flag
+    builder = pipeline.load_builder(data.name, data.data_dir)
+    split = data.eval_split
     total = builder.info.splits[split].num_examples
-    batches = evaluation.eval_batches(builder, config, input_size, FLAGS.batch_size, frame_stride=FLAGS.frame_stride,
-                                      subjects=FLAGS.subjects, actions=FLAGS.actions)
-    with tqdm.tqdm(total=-(-total // FLAGS.frame_stride), unit="frame", desc=f"{config.data.name}:{split}",
-                   file=sys.stderr) as bar:
+    batches = pipeline.eval_batches(builder, data, input_size, FLAGS.batch_size, frame_stride=FLAGS.frame_stride,
+                                    subjects=FLAGS.subjects, actions=FLAGS.actions)
+    with cli.Progress(f"evaluating {data.name}:{split}", -(-total // FLAGS.frame_stride), unit="frames") as bar:
         result = evaluation.evaluate(predict_fn, batches, flip_test=FLAGS.flip_test, root_depth=FLAGS.root_depth,
                                      bone_lengths_mm=bones, progress=bar)
     result.update(source=source, flip_test=FLAGS.flip_test, frame_stride=FLAGS.frame_stride,
-                  subjects=FLAGS.subjects, actions=FLAGS.actions, dataset=config.data.name, split=split,
-                  config=config.to_dict())
+                  subjects=FLAGS.subjects, actions=FLAGS.actions, dataset=data.name, split=split,
+                  config=config.to_dict() if FLAGS.workdir else {"data": data.to_dict()})
     print(metrics.format_table(result, ["mpjpe_mm", "pa_mpjpe_mm"]))
     print(f"PCK3D@150mm {result['pck3d_150mm']:.3f}   AUC {result['auc']:.3f}   root depth: {FLAGS.root_depth}")
     if FLAGS.root_depth == "limbs":
@@ -76,7 +73,8 @@ def main(argv):
               f"root depth error {result['root_depth_error_mm']['mean']:.0f} mm (mean); "
               f"ground-truth root depth: MPJPE {g['mpjpe_mm']:.1f} mm, PA-MPJPE {g['pa_mpjpe_mm']:.1f} mm")
     if FLAGS.baseline:
-        base = evaluation.mean_pose_baseline(builder, config)
+        train_poses, _ = stats.load_poses(builder, data.train_split, 5000)
+        base = evaluation.mean_pose_baseline(train_poses, *stats.load_poses(builder, split))
         result["mean_pose_baseline"] = {k: base[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "frames")}
         print(f"Model:              MPJPE {result['mpjpe_mm']:7.1f} mm   PA-MPJPE {result['pa_mpjpe_mm']:7.1f} mm")
         print(f"Mean-pose baseline: MPJPE {base['mpjpe_mm']:7.1f} mm   PA-MPJPE {base['pa_mpjpe_mm']:7.1f} mm")
@@ -90,4 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

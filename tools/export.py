@@ -7,6 +7,8 @@ import os
 
 from absl import app, flags, logging
 
+from c2f_vol import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/, bone_lengths_mm.json).")
 flags.DEFINE_string("output", None, "SavedModel folder to write (default: WORKDIR/saved_model).")
@@ -17,11 +19,12 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from c2f_vol import evaluation, export
+    from c2f_vol import export, workdir
     from c2f_vol.data import stats
 
-    trainer, state, step = evaluation.restore_trainer(FLAGS.workdir)
-    out = export.export_saved_model(trainer, state, stats.read_bone_lengths(FLAGS.workdir),
+    restored = workdir.restore(FLAGS.workdir)
+    step = restored.step
+    out = export.export_saved_model(restored.network, restored.variables, stats.read_bone_lengths(FLAGS.workdir),
                                     FLAGS.output or os.path.join(FLAGS.workdir, "saved_model"),
                                     platforms=FLAGS.platforms)
     logging.info("Exported step %d", step)
@@ -29,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

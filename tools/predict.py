@@ -10,6 +10,8 @@ import sys
 
 from absl import app, flags
 
+from c2f_vol import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A training workdir or an exported SavedModel folder.")
 flags.DEFINE_string("image", None, "A JPEG or PNG image.")
@@ -34,6 +36,8 @@ def main(argv):
         predict.parse_bbox(FLAGS.bbox, image.shape[1], image.shape[0])
         if not os.path.exists(FLAGS.model):
             raise predict.UserInputError(f"--model={FLAGS.model}: no such file or folder")
+        if predict.is_saved_model(FLAGS.model):
+            cli.import_tensorflow()  # only a SavedModel needs TensorFlow
         model = predict.open_model(FLAGS.model)
         result, picture = predict.predict_image(model, FLAGS.image, FLAGS.bbox, FLAGS.focal_px, FLAGS.volume_joint)
     except (predict.UserInputError, FileNotFoundError) as e:
@@ -53,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, tensorflow=False)

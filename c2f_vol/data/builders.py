@@ -1,4 +1,9 @@
-"""Registers every dataset builder with TFDS and builds one by name, offline."""
+"""The dataset registry (family name -> TFDS builder class) and building a dataset by name, offline.
+
+Importing this module imports every builder module, which registers their names
+with `tfds.builder`. `pipeline.load_builder` reads prepared datasets through it;
+`build` (tools/build_dataset.py) prepares them.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +13,80 @@ import time
 import tensorflow_datasets as tfds
 from absl import logging
 
+from c2f_vol import cli
+from c2f_vol.data.human36m import Human36m
+from c2f_vol.data.synthetic.builder import C2fSynthetic
 
-def register() -> None:
-    """Import the builder modules so that their names are known to `tfds.builder`."""
-    from c2f_vol.data import human36m  # noqa: F401
-    from c2f_vol.data.synthetic import builder  # noqa: F401
+# Dataset family (the TFDS name before any '/config') -> its builder class.
+BUILDERS = {"c2f_synthetic": C2fSynthetic, "human36m": Human36m}
+# Datasets built from user files: the --manual_dir part of their build command.
+_MANUAL_DIRS = {"human36m": "/path/to/h36m", "c2f_synthetic/mocap": "../shared/data/mocap"}
+
+
+def family(name: str) -> str:
+    """The registry key of a TFDS name: 'human36m/stride5:1.0.0' -> 'human36m'."""
+    return name.split("/")[0].split(":")[0]
+
+
+def build_command(name: str, data_dir: str = "DIR") -> str:
+    """The shell command that builds dataset `name` into `data_dir` (with its --manual_dir, if it reads files)."""
+    manual = next((f" --manual_dir={d}" for k, d in _MANUAL_DIRS.items() if name.startswith(k)), "")
+    return f"python tools/build_dataset.py --dataset={name} --data_dir={data_dir}{manual}"
 
 
 def build(name: str, data_dir: str, manual_dir: str | None = None) -> dict[str, int]:
     """Prepare dataset `name` (e.g. 'c2f_synthetic/procedural') in `data_dir`; returns examples per split.
 
-    A dataset already complete in `data_dir` is not rebuilt. TFDS writes into a
-    temporary folder and renames it when done, so an interrupted build never
-    leaves a half-written dataset that looks complete.
+    A dataset already complete in `data_dir` is not rebuilt, and nothing is shown.
+    Otherwise TFDS's own progress bars are turned off and one bar (a line now and
+    then without a terminal) counts the examples of all splits as they are
+    generated. TFDS writes into a temporary folder and renames it when done, so an
+    interrupted build never leaves a half-written dataset that looks complete.
     """
-    register()
+    if family(name) not in BUILDERS:
+        raise ValueError(f"no dataset family {family(name)!r} (from {name!r}); known families: {sorted(BUILDERS)}")
     data_dir = os.path.abspath(os.path.expanduser(data_dir))
     if manual_dir is not None:
         manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
         if not os.path.isdir(manual_dir):
             raise FileNotFoundError(f"--manual_dir {manual_dir} is not a folder")
     builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     t0 = time.time()
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    # TFDS reuses whatever folder exists: it renames a build's folder into place only when complete.
+    if os.path.exists(builder.data_dir):
+        builder.download_and_prepare(download_config=download_config)
+    else:
+        tfds.disable_progress_bar()
+        config = builder.builder_config
+        with cli.Progress(f"building {builder.name}" + (f"/{config.name}" if config else ""),
+                          _expected_examples(builder), unit="examples") as progress:
+            _count_examples(builder, progress)
+            builder.download_and_prepare(download_config=download_config)
     logging.info("%s ready in %s after %.1f s", name, builder.data_dir, time.time() - t0)
     return {split: info.num_examples for split, info in builder.info.splits.items()}
+
+
+# ---------------------------------------------------------------------------
+# Progress.
+
+
+def _expected_examples(builder) -> int | None:
+    """How many examples the build generates, where its config says (train_size + test_size); else None."""
+    sizes = [getattr(builder.builder_config, f"{split}_size", None) for split in ("train", "test")]
+    return None if None in sizes else int(sum(sizes))
+
+
+def _count_examples(builder, progress: cli.Progress) -> None:
+    """Make every split generator of `builder` advance `progress` by one per example it yields.
+
+    The one place that wraps them: TFDS iterates what `_split_generators` returns
+    (a dict split -> generator of (key, example) for both of this project's builders).
+    """
+    split_generators = builder._split_generators
+
+    def counted(dl_manager):
+        return {split: progress.count(examples) for split, examples in split_generators(dl_manager).items()}
+
+    builder._split_generators = counted

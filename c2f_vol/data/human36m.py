@@ -12,7 +12,7 @@ where it is):
 Every example follows `c2f_vol.data.features`:
   image       the person region of a video frame (square box around the 2D joints,
               with margin), resized to crop_size x crop_size; zero where the box
-              leaves the frame.
+              leaves the frame (`c2f_vol.data.crops`).
   joints_2d   D2_Positions (17 of the 32, distortion included) through the crop's affine.
   joints_3d   D3_Positions_mono, 17 joints, that camera's frame, mm.
   intrinsics  the camera's pinhole intrinsics through the same affine (distortion is not
@@ -41,10 +41,10 @@ Policies
   * Video and pose frame counts may differ by a few frames: the common length is used
     with one warning per file. A gap of more than 25 frames and 5% of the longest
     file means a truncated or wrong file, and counts as a bad file.
-  * Left/right: decided per file from the 3D geometry (`decide_sides`), and the 2D
-    labels are matched to the projected 3D joints (`match_2d_sides`), so the stored
-    LHip is on the person's left whatever convention a release uses. Every swap is
-    logged and recorded in `info.metadata['side_swaps']`.
+  * Left/right: decided per file from the 3D geometry (`h36m_sides.decide_sides`), and
+    the 2D labels are matched to the projected 3D joints (`h36m_sides.match_2d_sides`),
+    so the stored LHip is on the person's left whatever convention a release uses.
+    Every swap is logged and recorded in `info.metadata['side_swaps']`.
 """
 
 from __future__ import annotations
@@ -54,31 +54,15 @@ import dataclasses
 import fnmatch
 import pathlib
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
 from c2f_vol import camera, skeleton
-from c2f_vol.data import features
+from c2f_vol.data import crops, features
 from c2f_vol.data import h36m_files as files
+from c2f_vol.data import h36m_sides
 
-# Human3.6M 32-joint indices read by the side rule. Which of each pair is
-# anatomically left is what the rule decides; the pelvis, thorax, nose and the
-# mean of both ankles/toes are label-symmetric.
-_P32_PELVIS, _P32_THORAX, _P32_NOSE = 0, 13, 14
-_P32_ANKLES, _P32_TOES = (3, 8), (4, 9)
-_P32_HIPS = (1, 6)         # (labelled right, labelled left)
-_P32_SHOULDERS = (25, 17)  # (labelled right, labelled left)
-# Whole limb chains swapped together when a release has the sides the other way.
-_P32_RIGHT_LEG, _P32_LEFT_LEG = tuple(range(1, 6)), tuple(range(6, 11))
-_P32_LEFT_ARM, _P32_RIGHT_ARM = tuple(range(16, 24)), tuple(range(24, 32))
-
-# A frame votes on a side only when the pair is this far apart along the left axis
-# (mm) or the two 2D labellings differ by this much (px): below it the body is
-# edge-on or the joints coincide, and the vote would be noise.
-_MIN_SIDE_SEPARATION_MM = 10.0
-_MIN_2D_DIFFERENCE_PX = 1.0
 # Below this share of agreeing frames a side decision is logged as doubtful.
 _CONFIDENT_AGREEMENT = 0.8
 # Median distance (px) between D2 and projected D3 beyond which the files are
@@ -97,184 +81,6 @@ _MAX_FRAME_GAP_FRACTION = 0.05
 # more (640x480, 500x500); even a rescale by 8 px in 1000 would move edge pixels by
 # about 4 px, the order of the lens distortion the stored pinhole intrinsics leave out.
 FRAME_SIZE_TOLERANCE_PX = 8
-# The crop box never shrinks below this side (px), so a degenerate 2D pose cannot
-# produce a singular affine.
-_MIN_BOX_PX = 32.0
-
-
-# ---------------------------------------------------------------------------
-# Left and right, from the geometry.
-
-
-@dataclasses.dataclass(frozen=True)
-class SideDecision:
-    """Whether a file's labelled sides must be swapped to be anatomical.
-
-    Attributes:
-      legs_swapped, arms_swapped: True when the chain labelled left is on the person's right.
-      legs_agreement, arms_agreement: share of voting frames that agree with the decision.
-      frames: frames that voted (legs, arms).
-    """
-
-    legs_swapped: bool
-    arms_swapped: bool
-    legs_agreement: float
-    arms_agreement: float
-    frames: tuple[int, int]
-
-    def describe(self) -> str:
-        def one(name, swapped, agreement, n):
-            return f"{name} {'swapped' if swapped else 'as labelled'} ({agreement:.0%} of {n} frames)"
-        return (one("legs", self.legs_swapped, self.legs_agreement, self.frames[0]) + ", "
-                + one("arms", self.arms_swapped, self.arms_agreement, self.frames[1]))
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    return np.where(n > 1e-9, v / np.maximum(n, 1e-9), 0.0)
-
-
-def _majority(votes: np.ndarray) -> tuple[bool, float, int]:
-    """(swapped, agreement, voters) from signed votes; > 0 means 'as labelled'."""
-    voters = votes[np.abs(votes) > 0]
-    if voters.size == 0:
-        return False, 0.0, 0
-    keep = float(np.mean(voters > 0))
-    return keep < 0.5, max(keep, 1.0 - keep), int(voters.size)
-
-
-def person_left_axis(poses32_mm: np.ndarray) -> np.ndarray:
-    """The person's left direction in every frame, from label-symmetric joints.
-
-    up = thorax - pelvis; forward = the nose ahead of the thorax plus the toes ahead
-    of the ankles (both feet together), each taken perpendicular to up; and in a
-    right-handed frame (Human3.6M's camera and world frames are) left = up x forward.
-
-    Args:
-      poses32_mm: (N, 32, 3) Human3.6M 32-joint poses.
-    Returns:
-      (N, 3) unit vectors; zero where up or forward is degenerate.
-    """
-    p = np.asarray(poses32_mm, np.float64)
-    up = _unit(p[:, _P32_THORAX] - p[:, _P32_PELVIS])
-
-    def across_up(v):
-        return _unit(v - np.sum(v * up, -1, keepdims=True) * up)
-
-    head = across_up(p[:, _P32_NOSE] - p[:, _P32_THORAX])
-    feet = across_up(p[:, list(_P32_TOES)].mean(1) - p[:, list(_P32_ANKLES)].mean(1))
-    return _unit(np.cross(up, head + feet))
-
-
-def decide_sides(poses32_mm: np.ndarray) -> SideDecision:
-    """Decide, by a majority over frames, whether legs and arms are labelled anatomically.
-
-    A frame votes 'as labelled' when the labelled-left hip (shoulder) lies further
-    along `person_left_axis` than the labelled-right one.
-
-    Args:
-      poses32_mm: (N, 32, 3), any right-handed frame, mm.
-    """
-    p = np.asarray(poses32_mm, np.float64)
-    left = person_left_axis(p)
-
-    def votes(pair):
-        d = np.sum((p[:, pair[1]] - p[:, pair[0]]) * left, -1)
-        return np.where(np.abs(d) > _MIN_SIDE_SEPARATION_MM, d, 0.0)
-
-    legs = _majority(votes(_P32_HIPS))
-    arms = _majority(votes(_P32_SHOULDERS))
-    return SideDecision(legs[0], arms[0], legs[1], arms[1], (legs[2], arms[2]))
-
-
-def swap_sides32(poses32: np.ndarray, legs: bool, arms: bool) -> np.ndarray:
-    """Exchange the left and right leg and/or arm chains of (N, 32, C) poses."""
-    perm = np.arange(32)
-    if legs:
-        perm[list(_P32_RIGHT_LEG + _P32_LEFT_LEG)] = _P32_LEFT_LEG + _P32_RIGHT_LEG
-    if arms:
-        perm[list(_P32_LEFT_ARM + _P32_RIGHT_ARM)] = _P32_RIGHT_ARM + _P32_LEFT_ARM
-    return np.asarray(poses32)[:, perm]
-
-
-def match_2d_sides(joints2d32_px: np.ndarray, projected32_px: np.ndarray) -> tuple[bool, bool]:
-    """Whether the 2D legs / arms must be swapped to match the projected (side-corrected) 3D.
-
-    Args:
-      joints2d32_px: (N, 32, 2) D2_Positions.
-      projected32_px: (N, 32, 2) the 3D joints projected with the same camera.
-    Returns:
-      (legs_swapped, arms_swapped), by a majority over frames.
-    """
-    decisions = []
-    for legs, arms, chains in ((True, False, _P32_RIGHT_LEG + _P32_LEFT_LEG),
-                               (False, True, _P32_LEFT_ARM + _P32_RIGHT_ARM)):
-        idx = list(chains)
-        keep = np.linalg.norm(joints2d32_px[:, idx] - projected32_px[:, idx], axis=-1).mean(-1)
-        swapped = swap_sides32(joints2d32_px, legs, arms)[:, idx]
-        swap = np.linalg.norm(swapped - projected32_px[:, idx], axis=-1).mean(-1)
-        d = swap - keep
-        decisions.append(_majority(np.where(np.abs(d) > _MIN_2D_DIFFERENCE_PX, d, 0.0))[0])
-    return decisions[0], decisions[1]
-
-
-# ---------------------------------------------------------------------------
-# The person crop.
-
-
-def crop_affines(joints2d_px: np.ndarray, crop_size: int, box_margin: float) -> np.ndarray:
-    """Affines from frame pixels to the stored crop, one per frame.
-
-    The box is the square around the joints' bounding box (same centre), its side the
-    larger extent times (1 + 2 * box_margin), at least `_MIN_BOX_PX`; no rotation.
-
-    Args:
-      joints2d_px: (N, J, 2) joints in frame pixels.
-    Returns:
-      (N, 2, 3) float64, crop = A @ [u, v, 1].
-    """
-    lo, hi = joints2d_px.min(axis=1), joints2d_px.max(axis=1)
-    side = np.maximum((hi - lo).max(axis=-1) * (1.0 + 2.0 * box_margin), _MIN_BOX_PX)
-    return camera.crop_affine((lo + hi) / 2.0, side, crop_size)
-
-
-def crop_geometry(joints2d_px: np.ndarray, intrinsics: np.ndarray, crop_size: int, box_margin: float):
-    """Where the stored crops lie: (affines (N, 2, 3), joints (N, J, 2) in crop pixels, intrinsics (N, 4)).
-
-    `crop_affines` boxes, the joints mapped through them and the crops' pinhole
-    intrinsics (`crop_intrinsics`), for frames whose joints are (N, J, 2) pixels.
-    """
-    affines = crop_affines(joints2d_px, crop_size, box_margin)
-    return affines, camera.apply_affine(affines, joints2d_px), crop_intrinsics(intrinsics, affines)
-
-
-def crop_frame(frame: np.ndarray, affine: np.ndarray, crop_size: int) -> np.ndarray:
-    """The stored crop of one frame: bilinear, black where the box leaves the frame.
-
-    Any frame size works: the affine maps frame pixels (top-left origin) to the crop,
-    so a frame a few rows larger or smaller than its camera's nominal size is cut
-    where its own pixels lie.
-    """
-    return cv2.warpAffine(frame, affine, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-
-
-def crop_intrinsics(intrinsics: np.ndarray, affines: np.ndarray) -> np.ndarray:
-    """Pinhole intrinsics (fx, fy, cx, cy) of crops made by axis-aligned affines.
-
-    fx' = a00 fx, cx' = a00 cx + a02, and likewise in y with a11, a12.
-
-    Args:
-      intrinsics: (4,) of the frame, pixels.
-      affines: (N, 2, 3) without rotation (a01 = a10 = 0).
-    Returns:
-      (N, 4)
-    """
-    if np.any(np.abs(affines[:, 0, 1]) > 1e-9) or np.any(np.abs(affines[:, 1, 0]) > 1e-9):
-        raise ValueError("crop_intrinsics needs affines without rotation")
-    fx, fy, cx, cy = (float(v) for v in intrinsics)
-    a00, a02, a11, a12 = affines[:, 0, 0], affines[:, 0, 2], affines[:, 1, 1], affines[:, 1, 2]
-    return np.stack([a00 * fx, a11 * fy, a00 * cx + a02, a11 * cy + a12], axis=-1)
 
 
 # ---------------------------------------------------------------------------
@@ -442,8 +248,8 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
             n = _common_length(seq, n_video, len(pose3d), len(pose2d))
             pose3d, pose2d = self._fix_sides(seq, pose3d[:n], pose2d[:n], cam, sides)
             kept = np.arange(0, n, stride)
-            affines, joints_2d, intrinsics = crop_geometry(pose2d[kept], cam.intrinsics, config.crop_size,
-                                                           config.box_margin)
+            affines, joints_2d, intrinsics = crops.crop_geometry(pose2d[kept], cam.intrinsics,
+                                                                 config.crop_size, config.box_margin)
             joints_2d = skeleton.from_h36m32(joints_2d)
             joints_3d = skeleton.from_h36m32(pose3d[kept])
             for index in range(n):
@@ -458,7 +264,7 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
                     logging.warning("human36m: %s stopped decoding at frame %d of %d", seq.video, index, n)
                     return
                 i = index // stride
-                crop = crop_frame(frame_bgr, affines[i], config.crop_size)
+                crop = crops.crop_frame(frame_bgr, affines[i], config.crop_size)
                 yield index, {
                     "image": np.ascontiguousarray(crop[..., ::-1]),
                     "joints_2d": joints_2d[i].astype(np.float32),
@@ -474,12 +280,12 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
 
     def _fix_sides(self, seq, pose3d, pose2d, cam, sides):
         """Swap the 3D and 2D chains to anatomical sides; logs and records any swap."""
-        decision = decide_sides(pose3d)
-        pose3d = swap_sides32(pose3d, decision.legs_swapped, decision.arms_swapped)
+        decision = h36m_sides.decide_sides(pose3d)
+        pose3d = h36m_sides.swap_sides32(pose3d, decision.legs_swapped, decision.arms_swapped)
         projected = camera.project(pose3d, cam.intrinsics.astype(np.float64),
                                    cam.distortion.astype(np.float64))
-        legs2d, arms2d = match_2d_sides(pose2d, projected)
-        pose2d = swap_sides32(pose2d, legs2d, arms2d)
+        legs2d, arms2d = h36m_sides.match_2d_sides(pose2d, projected)
+        pose2d = h36m_sides.swap_sides32(pose2d, legs2d, arms2d)
         doubtful = min(decision.legs_agreement, decision.arms_agreement) < _CONFIDENT_AGREEMENT
         swaps = [name for name, s in (("3D legs", decision.legs_swapped),
                                       ("3D arms", decision.arms_swapped),

@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from c2f_vol import camera, skeleton
-from c2f_vol.data import augment
+from c2f_vol.data import augment, builders
 from c2f_vol.data.data_config import default_data_config, resolve_data_config  # noqa: F401 (re-exported)
 
 _STRING_KEYS = ("subject", "action", "camera")
-
-# Dataset name prefix -> module that registers its builder.
-_BUILDER_MODULES = {"c2f_synthetic": "c2f_vol.data.synthetic.builder", "human36m": "c2f_vol.data.human36m"}
-# Datasets built from user files: the --manual_dir part of their build command.
-_MANUAL_DIRS = {"human36m": "/path/to/h36m", "c2f_synthetic/mocap": "../shared/data/mocap"}
 
 
 def _autotune(n: int) -> int:
@@ -49,30 +45,19 @@ def load_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     """The prepared TFDS builder `name` ('c2f_synthetic/procedural', 'human36m', ...).
 
     Never downloads or builds: an unprepared dataset raises with the command that builds it.
+    The families of `builders.BUILDERS` are registered with TFDS; another name must be
+    prepared in `data_dir` already.
     """
-    import importlib
-
-    family = name.split("/")[0].split(":")[0]
-    module = _BUILDER_MODULES.get(family)
-    if module is not None:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is None or not module.startswith(e.name):
-                raise  # a dependency of the module is missing: show the real error
-            raise ImportError(f"dataset {name!r} needs module {module}, which is missing from this checkout") from e
-    manual = next((f" --manual_dir={d}" for k, d in _MANUAL_DIRS.items() if name.startswith(k)), "")
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
     except tfds.core.registered.DatasetNotFoundError as e:
         raise FileNotFoundError(
             f"no dataset {name!r} is registered or prepared in data_dir {data_dir}; known families: "
-            f"{sorted(_BUILDER_MODULES)}. Build it with: python tools/build_dataset.py --dataset={name} "
-            f"--data_dir=DIR{manual}") from e
+            f"{sorted(builders.BUILDERS)}. Build it with: {builders.build_command(name)}") from e
     if not builder.is_prepared():
         raise FileNotFoundError(
             f"dataset {name!r} is not prepared in {builder.data_dir}; build it first (nothing is downloaded):\n"
-            f"  python tools/build_dataset.py --dataset={name} --data_dir={builder.data_dir_root}{manual}")
+            f"  {builders.build_command(name, builder.data_dir_root)}")
     return builder
 
 
@@ -297,6 +282,28 @@ def eval_dataset_from_examples(examples: tf.data.Dataset, data_config, input_siz
     shards = [kept.shard(process_count, p) for p in range(process_count)]
     return _eval_batches(shards[process_index], data_config, input_size, batch_size,
                          _common_num_batches(shards, batch_size))
+
+
+def eval_batches(builder, data_config, input_size: int, batch_size: int, *, split: str | None = None,
+                 frame_stride: int = 1, max_examples: int = 0, subjects=(), actions=()):
+    """Numpy `eval_dataset` batches of `split` (default: data_config.eval_split), for `evaluation.evaluate`.
+
+    `max_examples` > 0 stops after the batches holding that many examples; `subjects` and `actions`, when
+    given, set the mask of every other example to 0.
+    """
+    ds = eval_dataset(builder, split or data_config.eval_split, data_config, input_size, batch_size=batch_size,
+                      frame_stride=frame_stride)
+    if max_examples:
+        ds = ds.take(-(-max_examples // batch_size))
+    for batch in ds.as_numpy_iterator():
+        if subjects or actions:
+            sel = np.ones(len(batch["mask"]), bool)
+            if subjects:
+                sel &= np.isin([s.decode() for s in batch["subject"]], list(subjects))
+            if actions:
+                sel &= np.isin([a.decode() for a in batch["action"]], list(actions))
+            batch["mask"] = np.where(sel, batch["mask"], 0).astype(np.float32)
+        yield batch
 
 
 def measure_throughput(dataset: tf.data.Dataset, num_batches: int) -> float:

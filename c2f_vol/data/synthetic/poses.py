@@ -154,7 +154,7 @@ def forward_kinematics(body: Body, angles: dict[int, tuple[float, ...]]) -> np.n
     return joints
 
 
-def _rest_height(bone_lengths_mm: np.ndarray) -> float:
+def rest_height(bone_lengths_mm: np.ndarray) -> float:
     """Stature of a body with these bones: ankle height plus the rest pose's vertical extent."""
     rest = forward_kinematics(Body(bone_lengths_mm, 0.0), {})
     extent = rest[10, 2] - min(rest[3, 2], rest[6, 2])
@@ -171,7 +171,7 @@ def sample_body(rng: np.random.Generator, height_range_mm=HEIGHT_RANGE_MM) -> Bo
         jitter[bone_of_child[l]] = jitter[bone_of_child[r]]
     lengths = REFERENCE_BONE_LENGTHS_MM * jitter
     height = float(rng.uniform(*height_range_mm))
-    lengths *= height / _rest_height(lengths)
+    lengths *= height / rest_height(lengths)
     return Body(lengths, height)
 
 

@@ -84,7 +84,7 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
 def stature_mm(joints_mm: np.ndarray) -> float:
     """Stature estimated from bone lengths (robust to pose): median ratio to the reference body."""
     ratio = skeleton.bone_lengths(joints_mm) / poses.REFERENCE_BONE_LENGTHS_MM
-    return float(np.median(ratio) * poses._rest_height(poses.REFERENCE_BONE_LENGTHS_MM))
+    return float(np.median(ratio) * poses.rest_height(poses.REFERENCE_BONE_LENGTHS_MM))
 
 
 def _body_blobs(joints: np.ndarray, look: Appearance):
@@ -202,23 +202,26 @@ def _room(rng, h, w, intrinsics, rotation, centre_mm, person_xy_mm) -> np.ndarra
     u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     rays_cam = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], -1)
     rays = rays_cam @ np.asarray(rotation, np.float32)  # R^T d, row-wise
+    # Only rays going down meet the floor (Z = 0), at distance t along the ray. The others
+    # never show floor (on_floor needs `down`); t = 0 puts their floor point at the camera
+    # centre, so every value below stays finite (an infinite t times a ray component of
+    # exactly 0 would be NaN, and the floor pattern of an infinite point is undefined).
     down = rays[..., 2] < -1e-6
-    t = np.where(down, -float(centre_mm[2]) / np.where(down, rays[..., 2], -1.0), np.inf)
+    t = np.where(down, -float(centre_mm[2]) / np.where(down, rays[..., 2], -1.0), 0.0)
     fx_mm = centre_mm[0] + t * rays[..., 0]
     fy_mm = centre_mm[1] + t * rays[..., 1]
     radius_mm = rng.uniform(3000, 9000)
     on_floor = down & (np.hypot(fx_mm - person_xy_mm[0], fy_mm - person_xy_mm[1]) < radius_mm)
     tile = rng.uniform(250, 900)
-    with np.errstate(invalid="ignore"):
-        if rng.random() < 0.5:
-            pattern = (np.floor(fx_mm / tile) + np.floor(fy_mm / tile)) % 2
-        else:
-            pattern = (np.floor(fx_mm / (0.3 * tile)) % 2) * 0.6 + 0.2 * np.sin(fy_mm / tile * 7.0)
-    pattern = np.nan_to_num(pattern, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    if rng.random() < 0.5:
+        pattern = (np.floor(fx_mm / tile) + np.floor(fy_mm / tile)) % 2
+    else:
+        pattern = (np.floor(fx_mm / (0.3 * tile)) % 2) * 0.6 + 0.2 * np.sin(fy_mm / tile * 7.0)
+    pattern = pattern.astype(np.float32)
     c0, c1 = _random_colour(rng), _random_colour(rng)
     floor = c0 + pattern[..., None] * (c1 - c0) * rng.uniform(0.2, 0.8)
     # Far floor fades to its mean colour, as texture blurs with distance.
-    fade = np.exp(-np.nan_to_num(t, posinf=1e9) / rng.uniform(6000, 15000)).astype(np.float32)[..., None]
+    fade = np.exp(-t / rng.uniform(6000, 15000)).astype(np.float32)[..., None]
     floor = fade * floor + (1 - fade) * (0.5 * (c0 + c1))
     wall = _gradient(rng, h, w) * 0.6 + _texture(rng, h, w) * 0.4
     return np.where(on_floor[..., None], floor, wall).astype(np.float32)

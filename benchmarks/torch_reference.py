@@ -58,19 +58,22 @@ Flax model and returns every parameter's path and shape: the script checks
 that its torch parameters match them one to one (names, shapes, total count)
 and exits with an error if they do not.
 
-Usage (from the repository root; torch installed outside the project venv):
+Usage (from the repository root; torch installed outside the project venv,
+e.g. `pip install --target /tmp/torchpkgs torch`):
 
-    PYTHONPATH=/work/torchpkgs .venv/bin/python tools/torch_reference.py \
-        --config=configs/synthetic_cpu.py --batch_size=16 --steps=20 --warmup=3 \
-        [--no_channels_last] [--dtype=bfloat16] [--device=cuda] [--threads=N] \
-        [--override=model.features=128] [--output=result.json]
+    PYTHONPATH=/tmp/torchpkgs .venv/bin/python benchmarks/torch_reference.py \
+        --config=configs/synthetic_cpu.py --override=loss.kind=integral \
+        --batch_size=16 --steps=20 --warmup=3 [--no_channels_last] [--dtype=bfloat16] \
+        [--device=cuda] [--threads=N] [--override=model.features=128] [--output=result.json]
 
+Only the 'integral' loss is reproduced, so configs with another loss.kind
+(synthetic_cpu.py trains with 'both') need --override=loss.kind=integral.
 One JSON object with the timings is printed to stdout (progress goes to stderr).
+`--helpfull` lists the flags.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import math
@@ -83,6 +86,25 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", "configs/synthetic_cpu.py",
+                    "path/to/config.py[:variant], relative to the repository root or absolute.")
+flags.DEFINE_multi_string("override", [], "KEY=VALUE config override passed to c2f_vol.config.load "
+                          "(repeatable), e.g. --override=model.features=128.")
+flags.DEFINE_integer("batch_size", None, "Batch size (default: the config's batch_size).", lower_bound=1)
+flags.DEFINE_integer("steps", 20, "Timed steps.", lower_bound=1)
+flags.DEFINE_integer("warmup", 3, "Untimed steps first.", lower_bound=0)
+flags.DEFINE_integer("threads", None, "torch.set_num_threads (default: all usable cores).", lower_bound=0)
+flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"], "Device to run on.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "bfloat16: torch.autocast compute, float32 master weights and float32 loss.")
+flags.DEFINE_bool("no_channels_last", False, "Use NCHW (contiguous) instead of channels_last.")
+flags.DEFINE_enum("optim_impl", "default", ["default", "foreach", "fused"],
+                  "torch optimiser implementation (default: torch's own choice).")
+flags.DEFINE_integer("seed", 0, "Seed of the weights and of the random batch.")
+flags.DEFINE_string("output", None, "Also write the JSON result here.")
 
 # Same constants as c2f_vol.model (kept literal so this process never imports JAX).
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -108,12 +130,16 @@ spec, overrides = sys.argv[1], json.loads(sys.argv[2])
 c = cfg.load(spec, overrides)
 codec = VolumeCodec.for_experiment(c)
 m = model.create_model(c.model, codec)
+# The model keys a config may leave out, with their defaults (model.OPTIONAL_KEYS: a dict of
+# defaults, or the key names with the defaults in the base config).
+opt = model.OPTIONAL_KEYS
+defaults = dict(opt) if isinstance(opt, dict) else {k: cfg.base_config().model[k] for k in opt}
 params = {}
 for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(m, nnx.Param))[0]:
     keys = [str(p.key) for p in path if hasattr(p, "key")]
     params[".".join(keys)] = list(leaf.shape)
 out = dict(
-    model={**model.OPTIONAL_KEYS, **dict(c.model)},
+    model={**defaults, **dict(c.model)},
     codec=dict(input_size=codec.input_size, heatmap_size=list(codec.heatmap_size),
                depth_bins=list(codec.depth_bins), depth_range_mm=codec.depth_range_mm),
     optim=json.loads(c.optim.to_json_best_effort()),
@@ -443,25 +469,11 @@ def _own_cpu_seconds():
     return t.user + t.system
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="configs/synthetic_cpu.py", help="path/to/config.py[:variant]")
-    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override passed to c2f_vol.config.load (repeatable), e.g. model.features=128")
-    ap.add_argument("--batch_size", type=int, default=None, help="default: the config's batch_size")
-    ap.add_argument("--steps", type=int, default=20, help="timed steps")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all usable cores)")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                    help="bfloat16: torch.autocast compute, float32 master weights and float32 loss")
-    ap.add_argument("--no_channels_last", action="store_true", help="use NCHW (contiguous) instead of channels_last")
-    ap.add_argument("--optim_impl", default="default", choices=("default", "foreach", "fused"),
-                    help="torch optimiser implementation (default: torch's own choice)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--output", default=None, help="also write the JSON result here")
-    args = ap.parse_args(argv)
+def run_benchmark(args) -> dict:
+    """Build, check and time the torch step; print the JSON result and return it.
 
+    `args` carries the flag values as attributes (FLAGS, or any namespace with the same names).
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.threads or cores)
     torch.manual_seed(args.seed)
@@ -472,7 +484,8 @@ def main(argv=None):
     c2f = load_c2f_config(args.config, _parse_overrides(args.override))
     model_cfg, codec_cfg, optim_cfg, loss_cfg = c2f["model"], c2f["codec"], c2f["optim"], c2f["loss"]
     if loss_cfg.get("kind") != "integral":
-        raise SystemExit(f"only loss.kind='integral' is reproduced; the config has {loss_cfg.get('kind')!r}")
+        raise SystemExit(f"only loss.kind='integral' is reproduced; the config has {loss_cfg.get('kind')!r} "
+                         "(add --override=loss.kind=integral)")
     batch = args.batch_size or c2f["batch_size"]
     levels = len(codec_cfg["depth_bins"])
     stack_weights = [float(v) for v in (loss_cfg.get("stack_weights") or [1.0] * levels)]
@@ -587,5 +600,11 @@ def main(argv=None):
     return result
 
 
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    run_benchmark(FLAGS)  # not returned: app.run would pass the dict to sys.exit
+
+
 if __name__ == "__main__":
-    main()
+    app.run(main)

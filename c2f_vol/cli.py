@@ -1,0 +1,156 @@
+"""What every command-line tool shares: the console's logging policy, `run`, and `Progress`.
+
+The console shows this project's messages and every library's warnings and
+errors. Libraries' INFO lines (orbax's manager options, TFDS's dataset info and
+shard writes, ...) are dropped unless `--verbosity` is given, which restores
+absl's full output (`--verbosity=0` all INFO, `1` and up also debug lines).
+Messages are one short line each: `HH:MM:SS message`, or `WARNING: message`.
+"""
+
+from __future__ import annotations
+
+import logging as pylog
+import os
+import sys
+import tempfile
+import time
+
+import tqdm
+from absl import app, flags, logging
+
+_PROJECT_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d) + os.sep
+                      for d in ("c2f_vol", "tools", "benchmarks"))
+
+
+class _ProjectInfoOnly(pylog.Filter):
+    """Passes warnings and errors from anywhere, INFO and below only from this project's own files."""
+
+    def filter(self, record: pylog.LogRecord) -> bool:
+        return record.levelno >= pylog.WARNING or os.path.abspath(record.pathname).startswith(_PROJECT_DIRS)
+
+
+class _ShortFormatter(pylog.Formatter):
+    def format(self, record: pylog.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += "\n" + self.formatException(record.exc_info)
+        if record.levelno >= pylog.WARNING:
+            return f"{record.levelname}: {msg}"
+        return f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {msg}"
+
+
+def configure_console(verbose: bool) -> None:
+    """Short lines on the console; without `verbose`, libraries' INFO lines are dropped."""
+    handler = logging.get_absl_handler().python_handler
+    for f in list(handler.filters):
+        if isinstance(f, _ProjectInfoOnly):
+            handler.removeFilter(f)
+    if verbose:
+        handler.setFormatter(logging.PythonFormatter())
+    else:
+        handler.setFormatter(_ShortFormatter())
+        handler.addFilter(_ProjectInfoOnly())
+
+
+# What TensorFlow's C++ side prints on every import, before any logging setting applies.
+_TF_IMPORT_NOTICES = ("All log messages before absl::InitializeLog() is called", "oneDNN custom operations are on",
+                      "cpu_feature_guard.cc", "To enable the following instructions",
+                      "rebuild TensorFlow with the appropriate compiler flags")
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow with its start-up notices held back; anything else it prints is passed on."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if not is_tf_import_notice(line):
+                    print(line, file=sys.stderr)
+
+
+def is_tf_import_notice(line: str) -> bool:
+    return not line.strip() or any(n in line for n in _TF_IMPORT_NOTICES)
+
+
+def run(main, *, tensorflow: bool = True) -> None:
+    """`absl.app.run(main)` with the console policy above applied after flags are parsed.
+
+    `tensorflow`: the tool needs TensorFlow, imported first through `import_tensorflow`.
+    """
+
+    def wrapped(argv):
+        verbose = flags.FLAGS["verbosity"].present > 0
+        configure_console(verbose=verbose)
+        if tensorflow and not verbose:
+            import_tensorflow()
+        return main(argv)
+
+    app.run(wrapped)
+
+
+class Progress:
+    """Progress over a count of items, for a person: a tqdm bar on a terminal, else a plain line now and then.
+
+    Without a terminal (a pipe, a log file) it prints a line at each tenth of `total`, at most one
+    per `min_gap_s` seconds (so a short job prints only its last), and a final line; with `total`
+    None, a line every `every_s` seconds.
+    """
+
+    min_gap_s = 5.0
+    every_s = 60.0
+
+    def __init__(self, desc: str, total: int | None, unit: str = "items"):
+        self._desc, self._total, self._unit, self._file = desc, total, unit, sys.stderr
+        # disable=None: tqdm draws only on a terminal; elsewhere `_line` prints instead.
+        self._bar = tqdm.tqdm(desc=desc, total=total, unit=f" {unit}", file=self._file, disable=None,
+                              dynamic_ncols=True)
+        self._lines = bool(self._bar.disable)  # tqdm sets disable to True when it closes, so keep it here
+        self._n, self._t0 = 0, time.monotonic()
+        self._printed_n, self._printed_tenth, self._printed_t = 0, 0, self._t0
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self._bar.close()
+        if self._lines and exc_type is None and self._n != self._printed_n:
+            self._line()
+
+    def count(self, items):
+        """Yield from `items`, counting each one."""
+        for item in items:
+            yield item
+            self.update(1)
+
+    def update(self, n: int = 1) -> None:
+        self._n += n
+        if not self._lines:
+            self._bar.update(n)
+            return
+        now = time.monotonic()
+        if self._total:
+            tenth = 10 * self._n // self._total
+            if self._n >= self._total or (tenth > self._printed_tenth and now - self._printed_t >= self.min_gap_s):
+                self._line()
+        elif now - self._printed_t >= self.every_s:
+            self._line()
+
+    def _line(self) -> None:
+        now = time.monotonic()
+        if self._total:
+            done = f"{self._n}/{self._total} {self._unit} ({self._n / self._total:.0%})"
+            self._printed_tenth = 10 * self._n // self._total
+        else:
+            done = f"{self._n} {self._unit}"
+        self._printed_n, self._printed_t = self._n, now
+        print(f"{self._desc}: {done}, {now - self._t0:.0f} s", file=self._file, flush=True)
