@@ -18,6 +18,12 @@ import time
 import tqdm
 from absl import app, flags, logging
 
+from c2f_vol.errors import UserError
+
+# What the tools report in one line: the project's user errors and OS errors about a path the user named.
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+               NotADirectoryError)
+
 _PROJECT_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d) + os.sep
                       for d in ("c2f_vol", "tools", "benchmarks"))
 
@@ -91,11 +97,42 @@ def run(main, *, tensorflow: bool = True) -> None:
     def wrapped(argv):
         verbose = flags.FLAGS["verbosity"].present > 0
         configure_console(verbose=verbose)
-        if tensorflow and not verbose:
-            import_tensorflow()
-        return main(argv)
+        try:
+            if tensorflow and not verbose:
+                import_tensorflow()
+            return main(argv)
+        except USER_ERRORS as e:
+            print(f"error: {_one_line(e)}", file=sys.stderr)
+            sys.exit(2)
 
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with every mistake (an unknown flag, a bad value, a missing config file, a
+    misspelt `--config.x` override) reported in one line and exit code 2."""
+    try:
+        rest = flags.FLAGS(argv)
+        for name in flags.FLAGS:  # a config file flag that failed to load raises only when it is used
+            getattr(getattr(flags.FLAGS, name), "lock", None)
+        return rest
+    except flags.Error as e:
+        text = str(e)
+    except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:  # ml_collections' config flags
+        text = str(e.__cause__ or e)
+    lines = [l for l in text.strip("'\"").replace("\\n", "\n").splitlines() if l.strip()]
+    if any(l.startswith("Traceback") for l in lines):  # a config file's own error, quoted with its traceback
+        lines = [lines[0].rstrip(":") + ":", lines[-1]]
+    message = " ".join(" ".join(lines).replace("\\'", "'").split())
+    print(f"error: {message} (see {os.path.basename(argv[0])} --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    return " ".join(text.replace("\\n", " ").split())
 
 
 class Progress:

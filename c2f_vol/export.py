@@ -9,6 +9,18 @@ Signatures
       root_depth_mm (b,), joints_image (b, 17, 2) pixels in the original image, confidence (b, 17)
   `box` is (centre u, centre v, side) in pixels of the original image: the square
   region that was resized (without rotation) to the S x S input.
+  A batch of 0 returns empty outputs, (0, 17, 3) etc. Bad input fails before the network
+  runs with an InvalidArgumentError of ~300 characters whose text holds
+  "assertion failed: [<signature>: <what is wrong>]", e.g.
+      serving_default: images must be uint8 (b, 64, 64, 3); got (1, 63, 63, 3)
+      camera_frame: images, intrinsics and box must have the same batch size; got 2, 1 and 2
+      camera_frame: intrinsics need focal lengths fx, fy > 0 px; row 0 (fx, fy, cx, cy) = (0, 0, 320, 240)
+      camera_frame: box needs side > 0 px; row 1 (centre u, centre v, side) = (320, 240, -50)
+  (also a wrong intrinsics (b, 4) or box (b, 3) shape; NaN focal lengths and sides fail too).
+  The input specs fix the dtypes, and name the ranks with every size open (ranks and sizes
+  are the checks' to refuse): a wrong dtype is refused by TensorFlow itself in ~200 characters,
+  "... input #1(zero-based) was expected to be a uint8 tensor but is a float tensor",
+  counting inputs in name order (camera_frame: box #0, images #1, intrinsics #2).
 
 Constants stored in the SavedModel (so a client needs nothing else): the joint
 names, parents and bones, the input size, image normalisation, the codec block,
@@ -84,17 +96,33 @@ def export_saved_model(network: inference.Network, variables: dict, bone_lengths
     module.joint_names = tf.Variable(list(skeleton.JOINT_NAMES), trainable=False)
     module.parents = tf.Variable(list(skeleton.PARENTS), dtype=tf.int32, trainable=False)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, s, s, 3], tf.uint8, name="images")], autograph=False)
+    # Every size is open in the specs, so that a wrong shape reaches the checks: a loaded signature
+    # checks neither sizes nor rank (with [None, s, s, 3] a 63 x 63 batch reached XlaCallModule,
+    # whose refusal is ~20 KB of MLIR), and the loaded tf.function refused one with a binding
+    # TypeError. A wrong dtype is TF's to refuse, in one line.
+    @tf.function(input_signature=[tf.TensorSpec([None] * 4, tf.uint8, name="images")], autograph=False)
     def serve(images):
-        joints, conf = crop_tf(jax.tree.unflatten(treedef, module.weights), images)
-        return {"joints": joints, "confidence": conf}
+        images = _checked_images(tf, SIGNATURE_CROP, images, s)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, s, s, 3], tf.uint8, name="images"),
-                                  tf.TensorSpec([None, 4], tf.float32, name="intrinsics"),
-                                  tf.TensorSpec([None, 3], tf.float32, name="box")], autograph=False)
+        def run():
+            joints, conf = crop_tf(jax.tree.unflatten(treedef, module.weights), images)
+            return {"joints": joints, "confidence": conf}
+
+        return _empty_if_no_batch(tf, tf.shape(images)[0], run, _crop_outputs())
+
+    @tf.function(input_signature=[tf.TensorSpec([None] * 4, tf.uint8, name="images"),
+                                  tf.TensorSpec([None, None], tf.float32, name="intrinsics"),
+                                  tf.TensorSpec([None, None], tf.float32, name="box")], autograph=False)
     def serve_camera(images, intrinsics, box):
-        joints_cam, root, image_uv, conf = cam_tf(jax.tree.unflatten(treedef, module.weights), images, intrinsics, box)
-        return {"joints_cam": joints_cam, "root_depth_mm": root, "joints_image": image_uv, "confidence": conf}
+        images = _checked_images(tf, SIGNATURE_CAMERA, images, s)
+        intrinsics, box = _checked_camera(tf, tf.shape(images)[0], intrinsics, box)
+
+        def run():
+            joints_cam, root, image_uv, conf = cam_tf(jax.tree.unflatten(treedef, module.weights), images,
+                                                      intrinsics, box)
+            return {"joints_cam": joints_cam, "root_depth_mm": root, "joints_image": image_uv, "confidence": conf}
+
+        return _empty_if_no_batch(tf, tf.shape(images)[0], run, _camera_outputs())
 
     module.serve, module.serve_camera = serve, serve_camera
     out_dir = os.path.abspath(out_dir)
@@ -119,6 +147,103 @@ def export_saved_model(network: inference.Network, variables: dict, bone_lengths
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+# Each signature's outputs without the batch dimension: what a batch of 0 returns, as (0, ...) zeros.
+def _crop_outputs() -> dict:
+    j = len(skeleton.JOINT_NAMES)
+    return {"joints": (j, 3), "confidence": (j,)}
+
+
+def _camera_outputs() -> dict:
+    j = len(skeleton.JOINT_NAMES)
+    return {"joints_cam": (j, 3), "root_depth_mm": (), "joints_image": (j, 2), "confidence": (j,)}
+
+
+def _shape_text(tf, x):
+    """'(1, 63, 63, 3)': the runtime shape of `x` as a string tensor."""
+    return tf.strings.join(["(", tf.strings.reduce_join(tf.strings.as_string(tf.shape(x)), separator=", "), ")"])
+
+
+def _values_text(tf, row):
+    return tf.strings.join(["(", tf.strings.reduce_join(tf.strings.as_string(row, shortest=True), separator=", "), ")"])
+
+
+def _require(tf, ok, message, x):
+    """`x` once `ok` holds; else the call fails with `message` (a string tensor, built only on failure).
+
+    The failure is an Assert op, so the client's InvalidArgumentError reads
+    "assertion failed: [<message>]" in a few hundred characters.
+    """
+    text = tf.cond(ok, lambda: tf.constant(""), message)
+    with tf.control_dependencies([tf.debugging.Assert(ok, [text])]):
+        return tf.identity(x)
+
+
+def _has_shape(tf, x, want):
+    """Whether `x` has rank len(want) and those sizes (None: any), as a boolean tensor; any rank is safe."""
+    shape = tf.shape(x, out_type=tf.int64)
+    padded = tf.concat([shape, tf.fill([len(want)], tf.constant(-1, tf.int64))], 0)[:len(want)]
+    ok = tf.equal(tf.size(shape), len(want))
+    for i, w in enumerate(want):
+        if w is not None:
+            ok = tf.logical_and(ok, tf.equal(padded[i], w))
+    return ok
+
+
+def _checked_images(tf, signature, images, size):
+    """`images` with static shape (None, S, S, 3) once its runtime shape is (b, S, S, 3), else a named error."""
+    images = _require(tf, _has_shape(tf, images, (None, size, size, 3)), lambda: tf.strings.join(
+        [f"{signature}: images must be uint8 (b, {size}, {size}, 3); got ", _shape_text(tf, images)]), images)
+    return tf.ensure_shape(images, [None, size, size, 3])
+
+
+def _checked_camera(tf, batch, intrinsics, box):
+    """`intrinsics` (b, 4) and `box` (b, 3) for the images' batch b, fx, fy > 0 and side > 0; else a named error."""
+    name = SIGNATURE_CAMERA
+
+    def checked_shape(x, what, width):
+        x = _require(tf, _has_shape(tf, x, (None, width)), lambda: tf.strings.join(
+            [f"{name}: {what} must be float32 (b, {width}); got ", _shape_text(tf, x)]), x)
+        return tf.ensure_shape(x, [None, width])
+
+    intrinsics = checked_shape(intrinsics, "intrinsics (fx, fy, cx, cy)", 4)
+    box = checked_shape(box, "box (centre u, centre v, side)", 3)
+    sizes = tf.stack([tf.cast(batch, tf.int32), tf.shape(intrinsics)[0], tf.shape(box)[0]])
+    box = _require(tf, tf.reduce_all(tf.equal(sizes, sizes[0])), lambda: tf.strings.format(
+        name + ": images, intrinsics and box must have the same batch size; got {}, {} and {}",
+        tf.unstack(sizes)), box)
+
+    def first_bad(x, good, what):
+        i = tf.argmin(tf.cast(good, tf.int32))
+        return tf.strings.join(["; row ", tf.strings.as_string(i), f" {what} = ", _values_text(tf, x[i])])
+
+    # Written as "x > 0" so that NaN fails too; over a batch of 0 both hold.
+    focal_ok = tf.logical_and(intrinsics[:, 0] > 0, intrinsics[:, 1] > 0)
+    intrinsics = _require(tf, tf.reduce_all(focal_ok), lambda: tf.strings.join(
+        [f"{name}: intrinsics need focal lengths fx, fy > 0 px",
+         first_bad(intrinsics, focal_ok, "(fx, fy, cx, cy)")]), intrinsics)
+    side_ok = box[:, 2] > 0
+    box = _require(tf, tf.reduce_all(side_ok), lambda: tf.strings.join(
+        [f"{name}: box needs side > 0 px", first_bad(box, side_ok, "(centre u, centre v, side)")]), box)
+    return intrinsics, box
+
+
+def _empty_if_no_batch(tf, batch, run, outputs: dict):
+    """`run()` for a batch of one or more; for a batch of 0, zeros of shape (0, ...) for each output
+    (the converted function's shape polymorphism takes b >= 1, and a 0 reaching it fails)."""
+
+    def empty():
+        return {k: tf.zeros((0,) + tuple(shape), tf.float32) for k, shape in outputs.items()}
+
+    def checked_run():
+        out = run()
+        got = {k: tuple(v.shape[1:]) for k, v in out.items()}
+        if got != {k: tuple(shape) for k, shape in outputs.items()}:
+            raise ValueError(f"the converted function's outputs {got} differ from the declared {outputs}")
+        return out
+
+    return tf.cond(batch > 0, checked_run, empty)
 
 
 class ServedModel:

@@ -77,3 +77,22 @@ def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
     sharding = batch_sharded(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in batch.items()}
+
+
+def host_local(tree):
+    """This process's own copy of a pytree of replicated arrays: each leaf on the first local device.
+
+    For work every process does by itself on the whole (replicated) state, e.g. evaluation during
+    multi-process training: a global array spanning other processes' devices would make every call on
+    it a multi-process computation that all processes must enter in step. Leaves that are not
+    jax.Arrays pass through; a leaf sharded (not replicated) across devices is an error.
+    """
+
+    def local(x):
+        if not isinstance(x, jax.Array):
+            return x
+        if not x.is_fully_replicated:
+            raise ValueError(f"host_local needs replicated arrays; got one of shape {x.shape} sharded as {x.sharding}")
+        return x.addressable_data(0)
+
+    return jax.tree.map(local, tree)

@@ -156,40 +156,52 @@ class _Preemption:
         return False
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Train `config` in `workdir`, resuming from its latest checkpoint.
+def train_and_evaluate(config, workdir: str, restore_step: int | None = None) -> dict:
+    """Train `config` in `workdir`, resuming from its newest readable checkpoint (or `restore_step`).
+
+    Before anything is written the run is checked: the dataset must be prepared and, on a resume, the
+    config must continue the recorded one (`workdir.check_resume`). A resume's changes are recorded
+    (config.json and config.<step>.json) only once it has saved a checkpoint, so a run that fails
+    first leaves the workdir as it was.
 
     Returns dict(step, train (last logged metrics), eval (last evaluation), state, history (this run's
-    logged train metrics and evaluations, each a dict with 'step' and 'kind' 'train' | 'eval')).
+    logged train metrics and evaluations, each a dict with 'step' and 'kind' 'train' | 'eval'),
+    preempted (stopped by SIGTERM before the last step)).
 
     SIGTERM (preemption) at any point saves a checkpoint after the current step and returns.
     """
     with _Preemption() as preempt:
-        return _train(config, workdir, preempt)
+        return _train(config, workdir, preempt, restore_step)
 
 
-def _train(config, workdir: str, preempt: "_Preemption") -> dict:
+def _train(config, workdir: str, preempt: "_Preemption", restore_step: int | None) -> dict:
     import tensorflow as tf
 
     # Function-level: keeps TensorFlow off the Trainer, which the GPU benchmark runs without it.
     from c2f_vol.data import pipeline, stats
 
-    os.makedirs(workdir, exist_ok=True)
+    # Everything that can refuse the run comes before the first write to the workdir.
+    builder = pipeline.load_builder(config.data.name, config.data.data_dir)
+    resuming = workdir_lib.has_checkpoints(workdir)
+    changes = workdir_lib.check_resume(config, workdir) if resuming else []
     trainer = Trainer(config)
-    mesh = trainer.mesh
-    local_batch = sharding.check_batch_size(config.batch_size, mesh)
-    if jax.process_index() == 0:
-        workdir_lib.write_config(config, workdir)
+    local_batch = sharding.check_batch_size(config.batch_size, trainer.mesh)
+    os.makedirs(workdir, exist_ok=True)
 
     manager = checkpoint.Manager(workdir_lib.checkpoint_dir(workdir), config.keep_checkpoints)
     state = trainer.init_state()
-    start_step = manager.latest_step() or 0
-    if start_step:
-        state = manager.restore(start_step, state)
-        logging.info("Resumed from %s at step %d.", manager.directory, start_step)
+    if manager.steps() or restore_step is not None:
+        restored_step, state = manager.restore_newest(state, restore_step)
+        logging.info("Resumed from step %d of %s.", restored_step, manager.directory)
     start_step = int(state["step"])
+    for change in changes:
+        logging.warning("resuming %s with a changed config: %s", workdir, change)
+    # A fresh run records its config at once; a changed resume at its first checkpoint (see the loop).
+    config_pending = bool(changes) or not resuming
+    if config_pending and not resuming and jax.process_index() == 0:
+        workdir_lib.write_config(config, workdir, start_step)
+        config_pending = False
 
-    builder = pipeline.load_builder(config.data.name, config.data.data_dir)
     if jax.process_index() == 0 and not os.path.isfile(os.path.join(workdir, stats.BONE_LENGTHS_FILE)):
         # Kept with the model: the limb-length root-depth search needs them at test time.
         poses, _ = stats.load_poses(builder, config.data.train_split, config.bone_length_examples)
@@ -216,10 +228,12 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
             bad = int(state["bad_step"])
             if bad >= 0:
                 progress.close()
+                last = manager.latest_step()
+                kept = f"the newest checkpoint is still step {last}" if last else "no checkpoint was written"
                 raise NonFiniteLossError(
-                    f"loss or gradients became NaN/inf at step {bad + 1} (workdir {workdir}); the state was "
-                    f"kept at the last good step and no checkpoint after step {manager.latest_step()} was "
-                    "written. Lower optim.learning_rate or enable optim.grad_clip_norm, then resume.")
+                    f"loss or gradients became NaN/inf at step {bad + 1} (workdir {workdir}); no update was "
+                    f"applied from then on and {kept}. Lower optim.learning_rate or enable "
+                    "optim.grad_clip_norm, then resume.")
             last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             now = time.time()
             ips = (step - step_last) * config.batch_size / max(now - t_last, 1e-9)
@@ -233,10 +247,17 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
             t_last, step_last = now, step
         if step % config.checkpoint_every == 0 or is_last or stop:
             manager.save(step, state, force=stop or is_last)
+            if config_pending and jax.process_index() == 0:
+                workdir_lib.write_config(config, workdir, start_step)
+                config_pending = False
         if (config.eval_every and step % config.eval_every == 0) or is_last:
-            eval_data = pipeline.eval_batches(builder, config.data, trainer.codec.input_size,
-                                              config.eval_batch_size, max_examples=config.eval_max_examples)
-            eval_metrics = evaluation.evaluate(trainer.network.predict_fn(variables_of(state)), eval_data)
+            # Every process scores the whole eval split with its own copy of the (replicated) state: the
+            # metrics are those of one process, and no collective runs outside the train step.
+            eval_data = pipeline.eval_batches(builder, config.data, trainer.codec.input_size, config.eval_batch_size,
+                                              max_examples=config.eval_max_examples, process_index=0,
+                                              process_count=1)
+            eval_metrics = evaluation.evaluate(
+                trainer.network.predict_fn(sharding.host_local(variables_of(state))), eval_data)
             progress.line(f"eval at step {step}: MPJPE {eval_metrics['mpjpe_mm']:.1f} mm, PA-MPJPE "
                           f"{eval_metrics['pa_mpjpe_mm']:.1f} mm over {eval_metrics['frames']} frames")
             history.append(dict(step=step, kind="eval", mpjpe_mm=eval_metrics["mpjpe_mm"],
@@ -254,4 +275,5 @@ def _train(config, workdir: str, preempt: "_Preemption") -> dict:
     if writer is not None:
         writer.flush()
     logging.info("Training finished at step %d in %.1f s.", step, time.time() - t_start)
-    return dict(step=step, train=last_metrics, eval=eval_metrics, state=state, history=history)
+    return dict(step=step, train=last_metrics, eval=eval_metrics, state=state, history=history,
+                preempted=preempt.requested)

@@ -2,6 +2,11 @@
 
 import logging as pylog
 import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
 
 from absl import logging
 
@@ -54,3 +59,35 @@ def test_progress_lines_without_a_terminal(capsys, monkeypatch):
         for _ in range(4):
             progress.update(16)
     assert [line.split(",")[0] for line in capsys.readouterr().err.splitlines()] == ["eval: 64/64 frames (100%)"]
+
+
+# Flag mistakes are caught before a tool imports anything heavy (about a second each); the others load
+# JAX or TensorFlow first (5-10 s each), so they run with the slow tests.
+_SLOW = pytest.mark.slow
+CASES = [
+    ("train.py", ["--config={tiny}", "--workdir={tmp}/w", "--config.model.featuers=3"], 'Did you mean "features"', ()),
+    ("train.py", ["--config={tmp}/none.py", "--workdir={tmp}/w"], "none.py", ()),
+    ("train.py", ["--config={tiny}", "--workdir={tmp}/w", "--no_such_flag"], "no_such_flag", ()),
+    ("evaluate.py", ["--workdir={tmp}/nowhere", "--frame_stride=0"], "frame_stride", ()),
+    ("train.py", ["--config={tiny}", "--workdir={tmp}/w", "--config.data.data_dir={tmp}/empty"], "is not prepared",
+     _SLOW),
+    ("evaluate.py", ["--workdir={tmp}/nowhere"], "config.json not found", _SLOW),
+    ("export.py", ["--workdir={tmp}/nowhere", "--output={tmp}/missing/sm"], "does not exist (create it first)", _SLOW),
+    ("build_dataset.py", ["--dataset=human36m", "--data_dir={tmp}/d", "--manual_dir={tmp}/no_download"],
+     "is not a folder", _SLOW),
+]
+PARAMS = [pytest.param(tool, args, message, marks=marks, id=f"{tool}-{message[:20]}")
+          for tool, args, message, marks in CASES]
+
+
+@pytest.mark.parametrize("tool,args,message", PARAMS)
+def test_every_tool_reports_a_user_mistake_in_one_line(tmp_path, tool, args, message):
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    tiny = repo / "configs" / "synthetic_cpu.py"
+    cmd = [sys.executable, str(repo / "tools" / tool)] + [a.format(tmp=tmp_path, tiny=f"{tiny}:tiny") for a in args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr) < 2000, proc.stderr[-2000:]
+    assert not (tmp_path / "w").exists()  # nothing was written for a run that was refused

@@ -16,7 +16,8 @@ from conftest import REPO
 TINY = str(REPO / "configs" / "synthetic_cpu.py:tiny")
 BONES = np.linspace(100.0, 450.0, 16).astype(np.float32)
 
-RELOAD = textwrap.dedent("""
+# The client's side: TensorFlow alone, with jax made absent.
+NO_JAX = textwrap.dedent("""
     import json, sys
     import importlib.abc
 
@@ -30,6 +31,9 @@ RELOAD = textwrap.dedent("""
     sys.meta_path.insert(0, NoJax())
     import numpy as np
     import tensorflow as tf
+""")
+
+RELOAD = NO_JAX + textwrap.dedent("""
     m = tf.saved_model.load(sys.argv[1])
     data = np.load(sys.argv[2])
     out = {}
@@ -43,6 +47,43 @@ RELOAD = textwrap.dedent("""
     assert "jax" not in sys.modules and "jaxlib" not in sys.modules, "the client imported jax"
     np.savez(sys.argv[3], **out)
     print("META" + json.dumps(meta))
+""")
+
+# Bad input to both signatures, in plain TensorFlow: each case's error text (or output shapes).
+BAD_INPUT = NO_JAX + textwrap.dedent("""
+    m = tf.saved_model.load(sys.argv[1])
+    s = int(sys.argv[2])
+    crop, cam = m.signatures["serving_default"], m.signatures["camera_frame"]
+    u8 = lambda *shape: tf.zeros(shape, tf.uint8)
+    intr = lambda b: tf.constant(np.tile(np.float32([[1100, 1100, 500, 500]]), (b, 1)))
+    box = lambda b: tf.constant(np.tile(np.float32([[500, 500, 400]]), (b, 1)))
+    cases = {
+        "spatial": lambda: crop(images=u8(1, s - 1, s - 1, 3)),
+        "channels": lambda: crop(images=u8(2, s, s, 4)),
+        "rank": lambda: crop(images=u8(s, s, 3)),
+        "dtype": lambda: crop(images=tf.zeros((1, s, s, 3), tf.float32)),
+        "batch0": lambda: crop(images=u8(0, s, s, 3)),
+        "cam_spatial": lambda: cam(images=u8(1, s, s + 1, 3), intrinsics=intr(1), box=box(1)),
+        "cam_batch0": lambda: cam(images=u8(0, s, s, 3), intrinsics=intr(0), box=box(0)),
+        "zero_focal": lambda: cam(images=u8(2, s, s, 3), intrinsics=tf.constant([[1100, 1100, 500, 500],
+                                                                                 [0, 0, 320, 240]], tf.float32),
+                                  box=box(2)),
+        "nan_focal": lambda: cam(images=u8(1, s, s, 3), intrinsics=tf.constant([[np.nan, 1, 2, 3]], tf.float32),
+                                 box=box(1)),
+        "negative_side": lambda: cam(images=u8(1, s, s, 3), intrinsics=intr(1),
+                                     box=tf.constant([[320, 240, -50]], tf.float32)),
+        "batch_mismatch": lambda: cam(images=u8(2, s, s, 3), intrinsics=intr(1), box=box(2)),
+        "intrinsics_shape": lambda: cam(images=u8(1, s, s, 3), intrinsics=tf.ones((1, 3)), box=box(1)),
+        "box_shape": lambda: cam(images=u8(1, s, s, 3), intrinsics=intr(1), box=tf.ones((1,))),
+    }
+    out = {}
+    for name, call in cases.items():
+        try:
+            out[name] = {"shapes": {k: list(v.shape) for k, v in call().items()}}
+        except Exception as e:
+            out[name] = {"error": str(e)}
+    assert "jax" not in sys.modules and "jaxlib" not in sys.modules, "the client imported jax"
+    print("CASES" + json.dumps(out))
 """)
 
 
@@ -137,3 +178,39 @@ def test_failed_export_keeps_the_previous_savedmodel(trained):
         export.export_saved_model(network, variables, BONES[:3], str(path))
     assert sorted(os.listdir(path)) == before
     assert not [p for p in os.listdir(path.parent) if p.startswith(".export-")]
+
+
+def test_bad_input_gets_a_short_named_error_and_batch_0_an_empty_result(trained):
+    _, _, path = trained
+    s = trained[0].codec.input_size
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", BAD_INPUT, str(path), str(s)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.split("CASES")[-1])
+    j = len(skeleton.JOINT_NAMES)
+    assert got["batch0"] == {"shapes": {"joints": [0, j, 3], "confidence": [0, j]}}
+    assert got["cam_batch0"] == {"shapes": {"joints_cam": [0, j, 3], "root_depth_mm": [0],
+                                            "joints_image": [0, j, 2], "confidence": [0, j]}}
+    want = {
+        "spatial": f"serving_default: images must be uint8 (b, {s}, {s}, 3); got (1, {s - 1}, {s - 1}, 3)",
+        "channels": f"serving_default: images must be uint8 (b, {s}, {s}, 3); got (2, {s}, {s}, 4)",
+        "rank": f"serving_default: images must be uint8 (b, {s}, {s}, 3); got ({s}, {s}, 3)",
+        # TensorFlow's own refusal, before the function runs: inputs counted in name order.
+        "dtype": "input #0(zero-based) was expected to be a uint8 tensor but is a float tensor",
+        "cam_spatial": f"camera_frame: images must be uint8 (b, {s}, {s}, 3); got (1, {s}, {s + 1}, 3)",
+        "zero_focal": "camera_frame: intrinsics need focal lengths fx, fy > 0 px; "
+                      "row 1 (fx, fy, cx, cy) = (0, 0, 320, 240)",
+        "nan_focal": "camera_frame: intrinsics need focal lengths fx, fy > 0 px; "
+                     "row 0 (fx, fy, cx, cy) = (nan, 1, 2, 3)",
+        "negative_side": "camera_frame: box needs side > 0 px; row 0 (centre u, centre v, side) = (320, 240, -50)",
+        "batch_mismatch": "camera_frame: images, intrinsics and box must have the same batch size; got 2, 1 and 2",
+        "intrinsics_shape": "camera_frame: intrinsics (fx, fy, cx, cy) must be float32 (b, 4); got (1, 3)",
+        "box_shape": "camera_frame: box (centre u, centre v, side) must be float32 (b, 3); got (1)",
+    }
+    for case, message in want.items():
+        error = got[case].get("error")
+        assert error is not None, f"{case}: no error; got {got[case]}"
+        assert message in error, f"{case}: {message!r} not in {error!r}"
+        # The review found ~20 KB of MLIR here; the Assert op's text is a few hundred characters.
+        assert len(error) < 600, f"{case}: {len(error)} characters: {error[:2000]}"

@@ -123,6 +123,10 @@ def test_bvh_errors_name_the_file_and_the_problem(tmp_path, shared_data):
     lines[4] = lines[4] + " 1.0"
     with pytest.raises(bvh.BvhError, match=r"y\.bvh: expected 96 values per frame.*motion line 1"):
         bvh.parse_bvh(head + "MOTION" + "\n".join(lines), source="y.bvh")
+    lines = motion.splitlines()
+    lines[5] = " ".join(["1.0", "nan"] + lines[5].split()[2:])  # frame 2, channel 1
+    with pytest.raises(bvh.BvhError, match=r"n\.bvh: frame 2 \(motion line 3\) holds nan in channel 1"):
+        bvh.parse_bvh(head + "MOTION" + "\n".join(lines), source="n.bvh")
     path = tmp_path / "renamed.bvh"
     path.write_text(good.replace("LeftKnee", "LKnee"))
     with pytest.raises(KeyError, match=r"renamed\.bvh.*missing LKnee \(one of \['LeftLeg', 'LeftKnee'\]\)"):
@@ -346,3 +350,18 @@ def test_build_shows_one_progress_line_and_no_warnings(tmp_path, capsys, caplog)
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_build_removes_what_killed_builds_left(tmp_path, caplog):
+    from c2f_vol.data import builders
+
+    stale = tmp_path / "c2f_synthetic" / "tiny" / "incomplete.AB12CD_1.0.0"
+    (stale / "shards").mkdir(parents=True)
+    (stale / "shards" / "part-0").write_bytes(b"x" * 2048)
+    other = tmp_path / "c2f_synthetic" / "tiny" / "incomplete.ZZ99ZZ_0.9.0"  # another version: not ours
+    other.mkdir()
+    with caplog.at_level(logging.WARNING):
+        assert builders.build("c2f_synthetic/tiny", str(tmp_path)) == {"train": 48, "test": 16}
+    assert not stale.exists() and other.exists()
+    assert any("incomplete.AB12CD_1.0.0" in r.getMessage() and "interrupted build" in r.getMessage()
+               for r in caplog.records)

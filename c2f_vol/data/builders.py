@@ -8,14 +8,20 @@ with `tfds.builder`. `pipeline.load_builder` reads prepared datasets through it;
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import tensorflow_datasets as tfds
 from absl import logging
 
 from c2f_vol import cli
+from c2f_vol.errors import UserError
 from c2f_vol.data.human36m import Human36m
 from c2f_vol.data.synthetic.builder import C2fSynthetic
+
+class UnknownDatasetError(UserError, ValueError):
+    """A dataset name whose family is not in the registry."""
+
 
 # Dataset family (the TFDS name before any '/config') -> its builder class.
 BUILDERS = {"c2f_synthetic": C2fSynthetic, "human36m": Human36m}
@@ -44,7 +50,8 @@ def build(name: str, data_dir: str, manual_dir: str | None = None) -> dict[str, 
     interrupted build never leaves a half-written dataset that looks complete.
     """
     if family(name) not in BUILDERS:
-        raise ValueError(f"no dataset family {family(name)!r} (from {name!r}); known families: {sorted(BUILDERS)}")
+        raise UnknownDatasetError(f"no dataset family {family(name)!r} (from {name!r}); known families: "
+                                  f"{sorted(BUILDERS)}")
     data_dir = os.path.abspath(os.path.expanduser(data_dir))
     if manual_dir is not None:
         manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
@@ -58,6 +65,7 @@ def build(name: str, data_dir: str, manual_dir: str | None = None) -> dict[str, 
     if os.path.exists(builder.data_dir):
         builder.download_and_prepare(download_config=download_config)
     else:
+        _remove_stale_builds(builder.data_dir)
         tfds.disable_progress_bar()
         config = builder.builder_config
         with cli.Progress(f"building {builder.name}" + (f"/{config.name}" if config else ""),
@@ -66,6 +74,24 @@ def build(name: str, data_dir: str, manual_dir: str | None = None) -> dict[str, 
             builder.download_and_prepare(download_config=download_config)
     logging.info("%s ready in %s after %.1f s", name, builder.data_dir, time.time() - t0)
     return {split: info.num_examples for split, info in builder.info.splits.items()}
+
+
+def _remove_stale_builds(version_dir: str) -> None:
+    """Delete what killed builds of this dataset version left: TFDS's `incomplete.XXXXXX_<version>` folders.
+
+    TFDS removes its temporary folder when a build fails, but not when the process is killed. A build of
+    the same dataset into the same data_dir running at the same time is not supported (it would be one).
+    """
+    parent, version = os.path.split(os.path.normpath(version_dir))
+    if not os.path.isdir(parent):
+        return
+    prefix = tfds.core.constants.INCOMPLETE_PREFIX
+    for name in sorted(os.listdir(parent)):
+        path = os.path.join(parent, name)
+        if name.startswith(prefix) and name.endswith(f"_{version}") and os.path.isdir(path):
+            size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+            shutil.rmtree(path)
+            logging.warning("removed %s (%.1f MB), left by an interrupted build", path, size / 2**20)
 
 
 # ---------------------------------------------------------------------------

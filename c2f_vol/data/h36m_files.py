@@ -25,6 +25,7 @@ import re
 import numpy as np
 
 from c2f_vol import camera
+from c2f_vol.errors import UserError
 
 TRAIN_SUBJECTS: tuple[str, ...] = ("S1", "S5", "S6", "S7", "S8")
 TEST_SUBJECTS: tuple[str, ...] = ("S9", "S11")
@@ -62,7 +63,7 @@ class BadFile:
         return f"{self.path}: {self.reason}"
 
 
-class BadFileError(Exception):
+class BadFileError(UserError):
     """Files of the download that cannot be used; `.bad` names each and says why."""
 
     def __init__(self, *bad: BadFile, hint: str = ""):

@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 
 from c2f_vol import camera, skeleton
 from c2f_vol.data import augment, builders
+from c2f_vol.errors import UserError
 from c2f_vol.data.data_config import default_data_config, resolve_data_config  # noqa: F401 (re-exported)
 
 _STRING_KEYS = ("subject", "action", "camera")
@@ -39,6 +40,13 @@ def _autotune(n: int) -> int:
 
 # ---------------------------------------------------------------------------
 # Builders.
+
+
+class UnknownSplitError(UserError, KeyError):
+    """A split name the prepared dataset does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 def load_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -284,15 +292,31 @@ def eval_dataset_from_examples(examples: tf.data.Dataset, data_config, input_siz
                          _common_num_batches(shards, batch_size))
 
 
+def split_values(builder, split: str, keys=("subject", "action")) -> dict[str, list[str]]:
+    """The distinct values of string features of `split` (e.g. its subjects and actions), images not decoded."""
+    if split not in builder.info.splits:
+        raise UnknownSplitError(f"{builder.info.full_name} in {builder.data_dir} has no split {split!r}; its splits: "
+                                f"{sorted(builder.info.splits)}")
+    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False)
+    ds = ds.map(lambda ex: {k: ex[k] for k in keys})
+    values: dict[str, set] = {k: set() for k in keys}
+    for batch in ds.batch(4096).as_numpy_iterator():
+        for k in keys:
+            values[k].update(v.decode() for v in np.unique(batch[k]))
+    return {k: sorted(v) for k, v in values.items()}
+
+
 def eval_batches(builder, data_config, input_size: int, batch_size: int, *, split: str | None = None,
-                 frame_stride: int = 1, max_examples: int = 0, subjects=(), actions=()):
+                 frame_stride: int = 1, max_examples: int = 0, subjects=(), actions=(),
+                 process_index: int | None = None, process_count: int | None = None):
     """Numpy `eval_dataset` batches of `split` (default: data_config.eval_split), for `evaluation.evaluate`.
 
     `max_examples` > 0 stops after the batches holding that many examples; `subjects` and `actions`, when
-    given, set the mask of every other example to 0.
+    given, set the mask of every other example to 0. `process_index`/`process_count` as in `eval_dataset`
+    (default: this process's share); (0, 1) gives every process the whole split.
     """
     ds = eval_dataset(builder, split or data_config.eval_split, data_config, input_size, batch_size=batch_size,
-                      frame_stride=frame_stride)
+                      frame_stride=frame_stride, process_index=process_index, process_count=process_count)
     if max_examples:
         ds = ds.take(-(-max_examples // batch_size))
     for batch in ds.as_numpy_iterator():

@@ -21,6 +21,7 @@ import re
 import numpy as np
 
 from c2f_vol import skeleton
+from c2f_vol.errors import UserError
 
 # CMU files store lengths in units of 1/0.45 inch.
 CMU_UNIT_MM = 56.44
@@ -127,7 +128,7 @@ def _axis_rotation(axis: int, angle_rad: np.ndarray) -> np.ndarray:
     return out
 
 
-class BvhError(ValueError):
+class BvhError(UserError, ValueError):
     """A malformed BVH file."""
 
 
@@ -227,8 +228,12 @@ def parse_bvh(text: str, source: str = "<string>") -> BvhMotion:
         bad = next((i for i, r in enumerate(rows) if len(r.split()) != num_channels), None)
         raise BvhError(f"{source}: expected {num_channels} values per frame (from the hierarchy); "
                        f"motion line {bad} has {len(rows[bad].split()) if bad is not None else '?'}")
-    return BvhMotion(source, tuple(joints), float(time_m.group(1)),
-                     values.reshape(num_frames, num_channels))
+    values = values.reshape(num_frames, num_channels)
+    if not np.isfinite(values).all():
+        frame, column = np.argwhere(~np.isfinite(values))[0]
+        raise BvhError(f"{source}: frame {frame} (motion line {frame + 1}) holds {values[frame, column]} in "
+                       f"channel {column}; every motion value must be a finite number. Fix or remove that frame.")
+    return BvhMotion(source, tuple(joints), float(time_m.group(1)), values)
 
 
 def load_bvh(path) -> BvhMotion:
