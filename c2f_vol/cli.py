@@ -1,9 +1,11 @@
 """What every command-line tool shares: the console's logging policy, `run`, and `Progress`.
 
-The console shows this project's messages and every library's warnings and
-errors. Libraries' INFO lines (orbax's manager options, TFDS's dataset info and
-shard writes, ...) are dropped unless `--verbosity` is given, which restores
-absl's full output (`--verbosity=0` all INFO, `1` and up also debug lines).
+The console shows this project's messages and the libraries' warnings and
+errors. Libraries' INFO lines (orbax's manager options, TFDS's dataset info
+and shard writes, ...) and orbax's warnings (a failed restore is reported by
+`checkpoint.Manager.restore_newest` in one line of its own) are dropped unless
+`--verbosity` is given, which restores absl's full output (`--verbosity=0`
+all INFO, `1` and up also debug lines).
 Messages are one short line each: `HH:MM:SS message`, or `WARNING: message`.
 """
 
@@ -29,10 +31,16 @@ _PROJECT_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspa
 
 
 class _ProjectInfoOnly(pylog.Filter):
-    """Passes warnings and errors from anywhere, INFO and below only from this project's own files."""
+    """Passes this project's lines, and the libraries' warnings and errors, except orbax's warnings: on a
+    failed restore `checkpoint.Manager.restore_newest` reports the step and cause in one line of its own."""
 
     def filter(self, record: pylog.LogRecord) -> bool:
-        return record.levelno >= pylog.WARNING or os.path.abspath(record.pathname).startswith(_PROJECT_DIRS)
+        path = os.path.abspath(record.pathname)
+        if path.startswith(_PROJECT_DIRS):
+            return True
+        if f"{os.sep}orbax{os.sep}" in path:
+            return record.levelno >= pylog.ERROR
+        return record.levelno >= pylog.WARNING
 
 
 class _ShortFormatter(pylog.Formatter):

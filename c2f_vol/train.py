@@ -181,6 +181,7 @@ def _train(config, workdir: str, preempt: "_Preemption", restore_step: int | Non
     from c2f_vol.data import pipeline, stats
 
     # Everything that can refuse the run comes before the first write to the workdir.
+    workdir_lib.check_workdir(workdir)
     builder = pipeline.load_builder(config.data.name, config.data.data_dir)
     resuming = workdir_lib.has_checkpoints(workdir)
     changes = workdir_lib.check_resume(config, workdir) if resuming else []

@@ -42,6 +42,17 @@ RESUME_MAY_CHANGE = (
 class ResumeConfigError(UserError, ValueError):
     """A run's config cannot continue the checkpoints of a workdir."""
 
+
+class WorkdirError(UserError, ValueError):
+    """A workdir path or file that is not what a training run writes."""
+
+
+def check_workdir(workdir: str) -> None:
+    """Raise WorkdirError if `workdir` exists but is not a folder."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirError(f"--workdir={workdir} is a file; expected a folder (a new one, or one tools/train.py "
+                           "wrote)")
+
 # Fields added to the config after workdirs were first written, with the value those older runs trained
 # with where it differs from today's default. A field missing from a stored config gets this value, else
 # `config.base_config()`'s.
@@ -146,7 +157,11 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
         try:
             stored = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); it is written by tools/train.py") from None
+            raise WorkdirError(f"{path} is not valid JSON ({e}); it is written by tools/train.py: restore it "
+                               f"from config.<step>.json beside it, or train in a new workdir") from None
+    if not isinstance(stored, dict):
+        raise WorkdirError(f"{path} holds a JSON {type(stored).__name__}; expected the config object "
+                           "tools/train.py writes")
     return ml_collections.ConfigDict(_merge(config_lib.base_config().to_dict(), stored))
 
 

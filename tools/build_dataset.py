@@ -9,7 +9,7 @@ counts the examples of all splits (without a terminal, a line now and then). An 
 built dataset is left as it is (delete its folder to rebuild).
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from c2f_vol import cli
 
@@ -28,7 +28,6 @@ def main(argv):
     info = builders.build(FLAGS.dataset, FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
     for split, n in sorted(info.items()):
         print(f"{FLAGS.dataset} {split}: {n} examples")
-    logging.info("Dataset %s is ready in %s", FLAGS.dataset, FLAGS.data_dir)
 
 
 if __name__ == "__main__":
