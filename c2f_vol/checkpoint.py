@@ -101,11 +101,8 @@ class Manager:
     def save(self, step: int, state: dict, force: bool = False) -> None:
         self._mngr.save(step, args=ocp.args.StandardSave(state), force=force)
 
-    def restore(self, step: int | None, template: dict) -> dict:
-        """Restore `step` (latest when None) into the structure and shardings of `template`."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}; train first (tools/train.py --workdir=...)")
+    def restore(self, step: int, template: dict) -> dict:
+        """Restore `step` into the structure and shardings of `template` (`restore_newest` picks the step)."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         try:
             return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract))

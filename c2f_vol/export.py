@@ -151,12 +151,12 @@ def export_saved_model(network: inference.Network, variables: dict, bone_lengths
 
 # Each signature's outputs without the batch dimension: what a batch of 0 returns, as (0, ...) zeros.
 def _crop_outputs() -> dict:
-    j = len(skeleton.JOINT_NAMES)
+    j = skeleton.NUM_JOINTS
     return {"joints": (j, 3), "confidence": (j,)}
 
 
 def _camera_outputs() -> dict:
-    j = len(skeleton.JOINT_NAMES)
+    j = skeleton.NUM_JOINTS
     return {"joints_cam": (j, 3), "root_depth_mm": (), "joints_image": (j, 2), "confidence": (j,)}
 
 

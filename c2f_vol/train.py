@@ -198,10 +198,9 @@ def _train(config, workdir: str, preempt: "_Preemption", restore_step: int | Non
     for change in changes:
         logging.warning("resuming %s with a changed config: %s", workdir, change)
     # A fresh run records its config at once; a changed resume at its first checkpoint (see the loop).
-    config_pending = bool(changes) or not resuming
-    if config_pending and not resuming and jax.process_index() == 0:
+    if not resuming and jax.process_index() == 0:
         workdir_lib.write_config(config, workdir, start_step)
-        config_pending = False
+    config_pending = bool(changes)
 
     if jax.process_index() == 0 and not os.path.isfile(os.path.join(workdir, stats.BONE_LENGTHS_FILE)):
         # Kept with the model: the limb-length root-depth search needs them at test time.

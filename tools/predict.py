@@ -34,37 +34,34 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from c2f_vol import predict
 
-    try:
-        # Check everything given before loading the model (seconds), so mistakes are reported at once.
-        max_pixels = predict.MAX_PIXELS if FLAGS.max_pixels is None else FLAGS.max_pixels
-        if max_pixels <= 0:
-            raise predict.UserInputError(f"--max_pixels={max_pixels}: must be > 0")
-        image = predict.load_image(FLAGS.image, max_pixels)  # decoded once, predicted on below
-        predict.parse_bbox(FLAGS.bbox, image.shape[1], image.shape[0])
-        predict.intrinsics_for(image.shape[1], image.shape[0], FLAGS.focal_px)
+    # Everything given is checked before the model loads (seconds), so mistakes are reported at once;
+    # cli.run prints a user mistake (predict.UserInputError, a missing file) as one line, exit 2.
+    max_pixels = predict.MAX_PIXELS if FLAGS.max_pixels is None else FLAGS.max_pixels
+    if max_pixels <= 0:
+        raise predict.UserInputError(f"--max_pixels={max_pixels}: must be > 0")
+    image = predict.load_image(FLAGS.image, max_pixels)  # decoded once, predicted on below
+    predict.parse_bbox(FLAGS.bbox, image.shape[1], image.shape[0])
+    predict.intrinsics_for(image.shape[1], image.shape[0], FLAGS.focal_px)
+    if FLAGS.volume_joint:
+        predict.joint_index(FLAGS.volume_joint)
+    stem = os.path.splitext(FLAGS.image)[0]
+    out_json = FLAGS.output_json or stem + ".pose.json"
+    out_png = FLAGS.output_png or stem + ".pose.png"
+    predict.check_output_path(out_json, "--output_json")
+    predict.check_output_path(out_png, "--output_png", picture=True)
+    if os.path.abspath(out_json) == os.path.abspath(out_png):
+        raise predict.UserInputError(f"--output_json and --output_png are the same file {out_json}")
+    if not os.path.exists(FLAGS.model):
+        raise predict.UserInputError(f"--model={FLAGS.model}: no such file or folder")
+    if predict.is_saved_model(FLAGS.model):
         if FLAGS.volume_joint:
-            predict.joint_index(FLAGS.volume_joint)
-        stem = os.path.splitext(FLAGS.image)[0]
-        out_json = FLAGS.output_json or stem + ".pose.json"
-        out_png = FLAGS.output_png or stem + ".pose.png"
-        predict.check_output_path(out_json, "--output_json")
-        predict.check_output_path(out_png, "--output_png", picture=True)
-        if os.path.abspath(out_json) == os.path.abspath(out_png):
-            raise predict.UserInputError(f"--output_json and --output_png are the same file {out_json}")
-        if not os.path.exists(FLAGS.model):
-            raise predict.UserInputError(f"--model={FLAGS.model}: no such file or folder")
-        if predict.is_saved_model(FLAGS.model):
-            if FLAGS.volume_joint:
-                raise predict.UserInputError("--volume_joint needs a training workdir: a SavedModel returns "
-                                             "joints, not volumes")
-            cli.import_tensorflow()  # only a SavedModel needs TensorFlow
-        model = predict.open_model(FLAGS.model)
-        result, picture = predict.predict_image(model, image, FLAGS.bbox, FLAGS.focal_px, FLAGS.volume_joint,
-                                                image_path=FLAGS.image)
-        del image
-    except (predict.UserInputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+            raise predict.UserInputError("--volume_joint needs a training workdir: a SavedModel returns "
+                                         "joints, not volumes")
+        cli.import_tensorflow()  # only a SavedModel needs TensorFlow
+    model = predict.open_model(FLAGS.model)
+    result, picture = predict.predict_image(model, image, FLAGS.bbox, FLAGS.focal_px, FLAGS.volume_joint,
+                                            image_path=FLAGS.image)
+    del image
     try:
         predict.write_outputs(out_json, result, out_png, picture)
     except (predict.UserInputError, OSError) as e:  # e.g. a full disk: neither file is left behind
