@@ -136,6 +136,27 @@ def back_project(pixels, depth, intrinsics, distortion=None):
     return xp.stack([xy[..., 0] * depth, xy[..., 1] * depth, depth], axis=-1)
 
 
+def undistort_pixels(pixels, intrinsics, distortion):
+    """Where a pinhole camera with these intrinsics would have imaged what the lens put at `pixels`.
+
+    Args:
+      pixels: (..., N, 2) pixels (u, v) as the lens images them.
+      intrinsics: (..., 4); any crop's intrinsics of the frame work, as distortion acts in
+        normalised coordinates.
+      distortion: (..., 5) = (k1, k2, k3, p1, p2); zeros leave `pixels` as they are.
+    Returns:
+      (..., N, 2) pixels.
+    """
+    xp = array_module(pixels, intrinsics, distortion)
+    pixels, intrinsics, distortion = (_as_array(x, xp) for x in (pixels, intrinsics, distortion))
+    _check_last(pixels, 2, "pixels")
+    _check_last(distortion, 5, "distortion")
+    fx, fy, cx, cy = _split_intrinsics(intrinsics)
+    xy = undistort_normalized(xp.stack([(pixels[..., 0] - cx) / fx, (pixels[..., 1] - cy) / fy], axis=-1),
+                              distortion)
+    return xp.stack([xy[..., 0] * fx + cx, xy[..., 1] * fy + cy], axis=-1)
+
+
 def world_to_camera(points_world, rotation, translation):
     """X_cam = R (X_world - T).
 
@@ -230,7 +251,7 @@ def apply_affine(affine, points):
     )
 
 
-def crop_to_camera(joints_crop, affine, intrinsics, root_depth_mm):
+def crop_to_camera(joints_crop, affine, intrinsics, root_depth_mm, distortion=None):
     """Crop predictions -> camera-frame joints: the one crop-to-camera mapping.
 
     Args:
@@ -238,11 +259,13 @@ def crop_to_camera(joints_crop, affine, intrinsics, root_depth_mm):
       affine: (..., 2, 3) image-to-crop affine (`crop_affine`).
       intrinsics: (..., 4) of the image the affine was taken from.
       root_depth_mm: (...) absolute depth Z of the root joint.
+      distortion: optional (..., 5) lens distortion of that image: the predicted pixels are where
+        the lens put the joints (as in the training labels), so they are undistorted first.
     Returns:
       (..., J, 3) camera-frame joints, mm.
     """
     return back_project(crop_to_image(joints_crop[..., :2], affine), joints_crop[..., 2] + root_depth_mm[..., None],
-                        intrinsics)
+                        intrinsics, distortion)
 
 
 def crop_to_image(uv_crop, affine):

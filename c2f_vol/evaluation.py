@@ -44,25 +44,33 @@ def collect(predict_fn: PredictFn, batches: Iterable[dict], *, flip_test: bool =
     if root_depth == "limbs" and bone_lengths_mm is None:
         raise ValueError("root_depth='limbs' needs the mean bone lengths stored with the model")
     out = {k: [] for k in ("pred_3d", "gt_3d", "pred_3d_limbs", "root_depth_mm_limbs", "frame")}
-    out.update(action=[], subject=[], camera=[])
+    out.update(action=[], subject=[], camera=[], sequence=[])
     for batch in batches:
         keep = np.asarray(batch["mask"]) > 0
+        if "has_3d" in batch and np.any(np.asarray(batch["has_3d"])[keep] == 0):
+            raise ValueError("evaluation needs 3D labels, and these batches hold 2D-only examples (has_3d 0, e.g. "
+                             "MPII); evaluate on a dataset with 3D poses (data.name, or --dataset=human36m)")
         images = np.asarray(batch["image"])
         joints = predict_with_flip(predict_fn, images, flip_test)[keep]
         affine = np.asarray(batch["affine"], np.float64)[keep]
         intr = np.asarray(batch["intrinsics"], np.float64)[keep]
+        # The labels are where the lens put the joints, so predictions are too: undistorted before lifting.
+        dist = np.asarray(batch["distortion"], np.float64)[keep] if "distortion" in batch else None
         gt = np.asarray(batch["joints_3d"], np.float64)[keep]
         out["pred_3d"].append(camera.crop_to_camera(joints, affine, intr,
-                                                    np.asarray(batch["root_depth_mm"], np.float64)[keep]))
+                                                    np.asarray(batch["root_depth_mm"], np.float64)[keep], dist))
         out["gt_3d"].append(gt)
         if root_depth == "limbs":
             image_uv = camera.crop_to_image(joints[..., :2], affine)
+            if dist is not None:
+                image_uv = camera.undistort_pixels(image_uv, intr, dist)
             z = np.asarray(rootdepth.search_root_depth(image_uv.astype(np.float32), joints[..., 2].astype(np.float32),
                                                        intr.astype(np.float32), bone_lengths_mm), np.float64)
             out["root_depth_mm_limbs"].append(z)
-            out["pred_3d_limbs"].append(camera.crop_to_camera(joints, affine, intr, z))
-        for k in ("action", "subject", "camera"):
-            out[k].extend(v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(batch[k])[keep])
+            out["pred_3d_limbs"].append(camera.crop_to_camera(joints, affine, intr, z, dist))
+        # The take ('Eating 2'); a batch without takes has one per action.
+        for k in ("action", "subject", "camera", "sequence"):
+            out[k].extend(_texts(batch[k if k in batch else "action"], keep))
         out["frame"].append(np.asarray(batch["frame"])[keep])
         if progress is not None:
             progress.update(int(keep.sum()))
@@ -71,8 +79,18 @@ def collect(predict_fn: PredictFn, batches: Iterable[dict], *, flip_test: bool =
     return out
 
 
-def summarize(pred_3d: np.ndarray, gt_3d: np.ndarray, actions) -> dict:
-    """Protocol #1/#2 per frame, aggregated per action, plus per-joint errors, PCK3D and AUC."""
+def _texts(values, keep) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values)[keep]]
+
+
+def takes(subjects, sequences) -> list[str]:
+    """'S9/Eating 2': one recording of one subject (its cameras together), the per-take key."""
+    return [f"{s}/{q}" for s, q in zip(subjects, sequences)]
+
+
+def summarize(pred_3d: np.ndarray, gt_3d: np.ndarray, actions, take_keys=None) -> dict:
+    """Protocol #1/#2 per frame, aggregated per action (takes merged, as the literature tabulates), plus
+    per-joint errors, PCK3D and AUC; with `take_keys` (one per frame, `takes`) also `per_take`."""
     if pred_3d is None or len(pred_3d) == 0:
         raise ValueError("no frames were evaluated: the evaluation split is empty or fully filtered out")
     per_frame = {"mpjpe_mm": metrics.mpjpe(pred_3d, gt_3d, check_finite=True),
@@ -91,6 +109,7 @@ def summarize(pred_3d: np.ndarray, gt_3d: np.ndarray, actions) -> dict:
         "pck3d_150mm": float(metrics.pck3d(pred_3d, gt_3d).mean()),
         "auc": float(metrics.auc(pred_3d, gt_3d).mean()),
         "frames": int(len(pred_3d)),
+        **({"per_take": metrics.aggregate(per_frame, take_keys)["per_action"]} if take_keys is not None else {}),
     }
 
 
@@ -100,10 +119,11 @@ def evaluate(predict_fn: PredictFn, batches: Iterable[dict], *, flip_test=False,
     `gt_root_depth` holds the ground-truth-root result beside it."""
     res = collect(predict_fn, batches, flip_test=flip_test, root_depth=root_depth,
                   bone_lengths_mm=bone_lengths_mm, progress=progress)
-    gt_summary = summarize(res["pred_3d"], res["gt_3d"], res["action"])
+    take_keys = takes(res["subject"], res["sequence"])
+    gt_summary = summarize(res["pred_3d"], res["gt_3d"], res["action"], take_keys)
     if root_depth == "gt":
         return dict(gt_summary, root_depth="gt")
-    summary = summarize(res["pred_3d_limbs"], res["gt_3d"], res["action"])
+    summary = summarize(res["pred_3d_limbs"], res["gt_3d"], res["action"], take_keys)
     root_err = np.abs(res["root_depth_mm_limbs"] - res["gt_3d"][:, skeleton.ROOT, 2])
     summary.update(
         root_depth="limbs",

@@ -7,8 +7,15 @@ Signatures
   camera_frame(images uint8 (b, S, S, 3), intrinsics (b, 4), box (b, 3)) ->
       joints_cam  float32 (b, 17, 3): camera-frame mm, root depth from the limb-length search
       root_depth_mm (b,), joints_image (b, 17, 2) pixels in the original image, confidence (b, 17)
+  camera_frame_distorted(images, intrinsics, box, distortion (b, 5)) -> the same outputs,
+      for an image whose lens distortion (k1, k2, k3, p1, p2) is known: the predicted pixels
+      (where the lens imaged the joints, as in the training labels) are undistorted before
+      the root search and the lifting. camera_frame is this with zeros (a pinhole camera).
   `box` is (centre u, centre v, side) in pixels of the original image: the square
   region that was resized (without rotation) to the S x S input.
+  A SavedModel signature cannot leave an input out, so the optional distortion is a second
+  signature; the restored object's `camera_frame(images, intrinsics, box, distortion=None)`
+  (a tf.function traced both ways) takes it as an optional argument.
   A batch of 0 returns empty outputs, (0, 17, 3) etc. Bad input fails before the network
   runs with an InvalidArgumentError of ~300 characters whose text holds
   "assertion failed: [<signature>: <what is wrong>]", e.g.
@@ -16,6 +23,7 @@ Signatures
       camera_frame: images, intrinsics and box must have the same batch size; got 2, 1 and 2
       camera_frame: intrinsics need focal lengths fx, fy > 0 px; row 0 (fx, fy, cx, cy) = (0, 0, 320, 240)
       camera_frame: box needs side > 0 px; row 1 (centre u, centre v, side) = (320, 240, -50)
+      camera_frame_distorted: distortion must be float32 (b, 5); got (2, 4)
   (also a wrong intrinsics (b, 4) or box (b, 3) shape; NaN focal lengths and sides fail too).
   The input specs fix the dtypes, and name the ranks with every size open (ranks and sizes
   are the checks' to refuse): a wrong dtype is refused by TensorFlow itself in ~200 characters,
@@ -46,6 +54,7 @@ from c2f_vol import inference, model as model_lib, skeleton
 
 SIGNATURE_CROP = "serving_default"
 SIGNATURE_CAMERA = "camera_frame"
+SIGNATURE_CAMERA_DISTORTED = "camera_frame_distorted"
 METADATA_ASSET = "c2f_vol.json"
 
 
@@ -84,7 +93,7 @@ def export_saved_model(network: inference.Network, variables: dict, bone_lengths
     opts = dict(with_gradient=False, native_serialization_platforms=tuple(platforms))
     crop_tf = jax2tf.convert(inference.make_crop_fn(network), polymorphic_shapes=[None, "(b, ...)"], **opts)
     cam_tf = jax2tf.convert(inference.make_camera_fn(network, bone_lengths_mm),
-                            polymorphic_shapes=[None, "(b, ...)", "(b, ...)", "(b, ...)"], **opts)
+                            polymorphic_shapes=[None, "(b, ...)", "(b, ...)", "(b, ...)", "(b, ...)"], **opts)
     meta = metadata(network, bone_lengths_mm)
 
     module = tf.Module()
@@ -110,21 +119,47 @@ def export_saved_model(network: inference.Network, variables: dict, bone_lengths
 
         return _empty_if_no_batch(tf, tf.shape(images)[0], run, _crop_outputs())
 
-    @tf.function(input_signature=[tf.TensorSpec([None] * 4, tf.uint8, name="images"),
-                                  tf.TensorSpec([None, None], tf.float32, name="intrinsics"),
-                                  tf.TensorSpec([None, None], tf.float32, name="box")], autograph=False)
-    def serve_camera(images, intrinsics, box):
-        images = _checked_images(tf, SIGNATURE_CAMERA, images, s)
-        intrinsics, box = _checked_camera(tf, tf.shape(images)[0], intrinsics, box)
-
+    # Both camera signatures check their inputs, then call this one traced function (one conversion).
+    @tf.function(input_signature=[tf.TensorSpec([None, s, s, 3], tf.uint8), tf.TensorSpec([None, 4], tf.float32),
+                                  tf.TensorSpec([None, 3], tf.float32), tf.TensorSpec([None, 5], tf.float32)],
+                 autograph=False)
+    def camera_core(images, intrinsics, box, distortion):
         def run():
             joints_cam, root, image_uv, conf = cam_tf(jax.tree.unflatten(treedef, module.weights), images,
-                                                      intrinsics, box)
+                                                      intrinsics, box, distortion)
             return {"joints_cam": joints_cam, "root_depth_mm": root, "joints_image": image_uv, "confidence": conf}
 
         return _empty_if_no_batch(tf, tf.shape(images)[0], run, _camera_outputs())
 
-    module.serve, module.serve_camera = serve, serve_camera
+    def camera_outputs(signature, images, intrinsics, box, distortion):
+        images = _checked_images(tf, signature, images, s)
+        intrinsics, box, distortion = _checked_camera(tf, signature, tf.shape(images)[0], intrinsics, box,
+                                                      distortion)
+        return camera_core(images, intrinsics, box, distortion)
+
+    camera_specs = [tf.TensorSpec([None] * 4, tf.uint8, name="images"),
+                    tf.TensorSpec([None, None], tf.float32, name="intrinsics"),
+                    tf.TensorSpec([None, None], tf.float32, name="box")]
+
+    @tf.function(input_signature=camera_specs, autograph=False)
+    def serve_camera(images, intrinsics, box):
+        return camera_outputs(SIGNATURE_CAMERA, images, intrinsics, box, None)
+
+    @tf.function(input_signature=camera_specs + [tf.TensorSpec([None, None], tf.float32, name="distortion")],
+                 autograph=False)
+    def serve_camera_distorted(images, intrinsics, box, distortion):
+        return camera_outputs(SIGNATURE_CAMERA_DISTORTED, images, intrinsics, box, distortion)
+
+    @tf.function(autograph=False)
+    def camera_frame(images, intrinsics, box, distortion=None):
+        if distortion is None:
+            return serve_camera(images, intrinsics, box)
+        return serve_camera_distorted(images, intrinsics, box, distortion)
+
+    for args in (camera_specs, camera_specs + [tf.TensorSpec([None, None], tf.float32, name="distortion")]):
+        camera_frame.get_concrete_function(*args)
+    module.serve, module.serve_camera, module.serve_camera_distorted = serve, serve_camera, serve_camera_distorted
+    module.camera_frame = camera_frame
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -135,7 +170,8 @@ def export_saved_model(network: inference.Network, variables: dict, bone_lengths
             json.dump(meta, f, indent=2)
         module.metadata_asset = tf.saved_model.Asset(asset_src)
         saved = os.path.join(tmp, "saved_model")
-        tf.saved_model.save(module, saved, signatures={SIGNATURE_CROP: serve, SIGNATURE_CAMERA: serve_camera})
+        tf.saved_model.save(module, saved, signatures={SIGNATURE_CROP: serve, SIGNATURE_CAMERA: serve_camera,
+                                                       SIGNATURE_CAMERA_DISTORTED: serve_camera_distorted})
         if os.path.exists(out_dir):
             old = out_dir + ".old"
             shutil.rmtree(old, ignore_errors=True)
@@ -198,9 +234,9 @@ def _checked_images(tf, signature, images, size):
     return tf.ensure_shape(images, [None, size, size, 3])
 
 
-def _checked_camera(tf, batch, intrinsics, box):
-    """`intrinsics` (b, 4) and `box` (b, 3) for the images' batch b, fx, fy > 0 and side > 0; else a named error."""
-    name = SIGNATURE_CAMERA
+def _checked_camera(tf, name, batch, intrinsics, box, distortion=None):
+    """`intrinsics` (b, 4), `box` (b, 3) and `distortion` (b, 5) (zeros when None) for the images' batch b,
+    fx, fy > 0, side > 0 and a finite distortion; else a named error."""
 
     def checked_shape(x, what, width):
         x = _require(tf, _has_shape(tf, x, (None, width)), lambda: tf.strings.join(
@@ -209,10 +245,19 @@ def _checked_camera(tf, batch, intrinsics, box):
 
     intrinsics = checked_shape(intrinsics, "intrinsics (fx, fy, cx, cy)", 4)
     box = checked_shape(box, "box (centre u, centre v, side)", 3)
-    sizes = tf.stack([tf.cast(batch, tf.int32), tf.shape(intrinsics)[0], tf.shape(box)[0]])
+    given = [tf.cast(batch, tf.int32), tf.shape(intrinsics)[0], tf.shape(box)[0]]
+    names = ["images", "intrinsics", "box"]
+    if distortion is None:
+        distortion = tf.zeros([tf.shape(intrinsics)[0], 5], tf.float32)
+    else:
+        distortion = checked_shape(distortion, "distortion (k1, k2, k3, p1, p2)", 5)
+        given.append(tf.shape(distortion)[0])
+        names.append("distortion")
+    sizes = tf.stack(given)
+    listed = ", ".join(names[:-1]) + " and " + names[-1]
+    got = ", ".join(["{}"] * (len(names) - 1)) + " and {}"
     box = _require(tf, tf.reduce_all(tf.equal(sizes, sizes[0])), lambda: tf.strings.format(
-        name + ": images, intrinsics and box must have the same batch size; got {}, {} and {}",
-        tf.unstack(sizes)), box)
+        f"{name}: {listed} must have the same batch size; got {got}", tf.unstack(sizes)), box)
 
     def first_bad(x, good, what):
         i = tf.argmin(tf.cast(good, tf.int32))
@@ -226,7 +271,10 @@ def _checked_camera(tf, batch, intrinsics, box):
     side_ok = box[:, 2] > 0
     box = _require(tf, tf.reduce_all(side_ok), lambda: tf.strings.join(
         [f"{name}: box needs side > 0 px", first_bad(box, side_ok, "(centre u, centre v, side)")]), box)
-    return intrinsics, box
+    finite = tf.reduce_all(tf.math.is_finite(distortion), axis=-1)
+    distortion = _require(tf, tf.reduce_all(finite), lambda: tf.strings.join(
+        [f"{name}: distortion must be finite", first_bad(distortion, finite, "(k1, k2, k3, p1, p2)")]), distortion)
+    return intrinsics, box, distortion
 
 
 def _empty_if_no_batch(tf, batch, run, outputs: dict):
@@ -266,11 +314,19 @@ class ServedModel:
         out = self._model.signatures[SIGNATURE_CROP](images=self._tf.constant(images))
         return out["joints"].numpy(), out["confidence"].numpy()
 
-    def camera(self, images: np.ndarray, intrinsics: np.ndarray, box: np.ndarray) -> dict:
-        """`camera_frame`: joints_cam, root_depth_mm, joints_image, confidence as numpy arrays."""
+    def camera(self, images: np.ndarray, intrinsics: np.ndarray, box: np.ndarray, distortion=None) -> dict:
+        """`camera_frame` (`camera_frame_distorted` when `distortion` (b, 5) is given): joints_cam,
+        root_depth_mm, joints_image, confidence as numpy arrays."""
         tf = self._tf
-        out = self._model.signatures[SIGNATURE_CAMERA](images=tf.constant(images), intrinsics=tf.constant(intrinsics),
-                                                       box=tf.constant(box))
+        inputs = dict(images=tf.constant(images), intrinsics=tf.constant(intrinsics), box=tf.constant(box))
+        if distortion is None:
+            out = self._model.signatures[SIGNATURE_CAMERA](**inputs)
+        else:
+            if SIGNATURE_CAMERA_DISTORTED not in self._model.signatures:
+                raise ValueError(f"{self.path} was exported before lens distortion was supported (no "
+                                 f"{SIGNATURE_CAMERA_DISTORTED} signature); export it again with tools/export.py")
+            out = self._model.signatures[SIGNATURE_CAMERA_DISTORTED](
+                **inputs, distortion=tf.constant(np.asarray(distortion, np.float32)))
         return {k: v.numpy() for k, v in out.items()}
 
     def predict_fn(self):

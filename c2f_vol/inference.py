@@ -103,21 +103,26 @@ def make_crop_fn(network: Network):
 
 
 def make_camera_fn(network: Network, bone_lengths_mm):
-    """Pure JAX: (variables, images, intrinsics, box) -> (joints_cam, root_depth_mm, joints_image, confidence).
+    """Pure JAX: (variables, images, intrinsics, box, distortion) -> (joints_cam, root_depth_mm,
+    joints_image, confidence).
 
     `box` (b, 3) is (centre u, centre v, side) in pixels of the original image: the
-    square region that was resized, without rotation, to the S x S input.
+    square region that was resized, without rotation, to the S x S input. `distortion`
+    (b, 5) is that image's lens (k1, k2, k3, p1, p2), zeros for a pinhole camera: the
+    network places joints where the lens imaged them (its labels did), so they are
+    undistorted before the root search and the lifting; `joints_image` stays as predicted.
     """
     crop_fn = make_crop_fn(network)
     size = network.codec.input_size
     bones = jnp.asarray(bone_lengths_mm, jnp.float32)
 
-    def fn(variables, images, intrinsics, box):
+    def fn(variables, images, intrinsics, box, distortion):
         joints, conf = crop_fn(variables, images)
         affine = camera.crop_affine(box[..., :2], box[..., 2], size)
         image_uv = camera.crop_to_image(joints[..., :2], affine)
-        root = rootdepth.search_root_depth(image_uv, joints[..., 2], intrinsics, bones)
-        return camera.crop_to_camera(joints, affine, intrinsics, root), root, image_uv, conf
+        pinhole_uv = camera.undistort_pixels(image_uv, intrinsics, distortion)
+        root = rootdepth.search_root_depth(pinhole_uv, joints[..., 2], intrinsics, bones)
+        return camera.crop_to_camera(joints, affine, intrinsics, root, distortion), root, image_uv, conf
 
     return fn
 

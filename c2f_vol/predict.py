@@ -18,7 +18,6 @@ from c2f_vol.data import stats
 from c2f_vol.errors import UserError
 
 DEFAULT_HFOV_DEG = 55.0  # a typical photo's horizontal field of view, used when no focal length is given
-BOX_MARGIN = 1.1         # a person box is a little wider than its joints' extent, which the crops were made from
 MAX_PIXELS = 50_000_000  # larger images are refused before decoding (tools/predict.py --max_pixels)
 MIN_IMAGE_PX = 8         # smallest image side accepted
 MIN_BOX_PX = 2.0         # smallest box side accepted (a smaller box would be a blur of one pixel)
@@ -128,11 +127,29 @@ def parse_bbox(text: str | None, width: int, height: int) -> tuple[float, float,
     return x, y, w, h
 
 
-def crop_for_model(image: np.ndarray, bbox, input_size: int):
-    """The square S x S crop around `bbox`; returns (crop uint8, affine (2, 3), box (3,) = centre u, v, side)."""
+def parse_distortion(text: str | None) -> np.ndarray | None:
+    """'k1,k2,k3,p1,p2' -> (5,) float32 (the lens of `c2f_vol.camera`); None when not given."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 5 or not all(math.isfinite(v) for v in values):
+        raise UserInputError(f"--distortion={text!r}: expected five finite numbers k1,k2,k3,p1,p2 "
+                             "(radial k1, k2, k3 and tangential p1, p2, in normalised image coordinates)")
+    return np.asarray(values, np.float32)
+
+
+def crop_for_model(image: np.ndarray, bbox, input_size: int, box_margin: float):
+    """The square S x S crop around `bbox`; returns (crop uint8, affine (2, 3), box (3,) = centre u, v, side).
+
+    The box stands for the joints' box, so the crop's side is `box_margin` (the model's data.box_margin:
+    the crop side over the joints' larger extent it was trained on) times its larger side.
+    """
     x, y, w, h = bbox
     centre = np.array([x + w / 2 - 0.5, y + h / 2 - 0.5])  # pixel centres at integers
-    side = max(w, h) * BOX_MARGIN
+    side = max(w, h) * box_margin
     affine = camera.crop_affine(centre, side, input_size)
     crop = cv2.warpAffine(image, affine, (input_size, input_size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
@@ -162,9 +179,12 @@ class CheckpointPredictor:
         self._camera = jax.jit(inference.make_camera_fn(self.network, stats.read_bone_lengths(workdir)))
         self._density = jax.jit(inference.make_density_fn(self.network))
         self.source = f"checkpoint step {self.step} of {os.path.abspath(workdir)}"
+        self.box_margin = float(self.network.config.data.box_margin)
 
-    def __call__(self, crop, intrinsics, box) -> dict:
-        cam, root, image_uv, conf = self._camera(self._variables, crop[None], intrinsics[None], box[None])
+    def __call__(self, crop, intrinsics, box, distortion=None) -> dict:
+        distortion = np.zeros(5, np.float32) if distortion is None else distortion
+        cam, root, image_uv, conf = self._camera(self._variables, crop[None], intrinsics[None], box[None],
+                                                 distortion[None])
         return {"joints_cam": np.asarray(cam[0]), "root_depth_mm": float(root[0]),
                 "joints_image": np.asarray(image_uv[0]), "confidence": np.asarray(conf[0])}
 
@@ -184,9 +204,11 @@ class SavedModelPredictor:
         self.metadata = self._served.metadata
         self.input_size = self._served.input_size
         self.source = f"SavedModel {self._served.path}"
+        self.box_margin = float(self.metadata["data"]["box_margin"])
 
-    def __call__(self, crop, intrinsics, box) -> dict:
-        out = self._served.camera(crop[None], intrinsics[None], box[None])
+    def __call__(self, crop, intrinsics, box, distortion=None) -> dict:
+        out = self._served.camera(crop[None], intrinsics[None], box[None],
+                                  None if distortion is None else distortion[None])
         return {"joints_cam": out["joints_cam"][0], "root_depth_mm": float(out["root_depth_mm"][0]),
                 "joints_image": out["joints_image"][0], "confidence": out["confidence"][0]}
 
@@ -217,9 +239,11 @@ def joint_index(name_or_index: str) -> int:
 
 
 def predict_image(model, image: str | np.ndarray, bbox: str | None = None, focal_px: float | None = None,
-                  volume_joint: str | None = None, image_path: str | None = None) -> tuple[dict, np.ndarray]:
+                  volume_joint: str | None = None, image_path: str | None = None,
+                  distortion: str | None = None) -> tuple[dict, np.ndarray]:
     """Run `model` on one image; returns (JSON-ready result, PNG picture RGB).
 
+    `distortion` 'k1,k2,k3,p1,p2': the camera's lens, undone before the joints are lifted to 3D.
     `image`: a path, or the RGB uint8 (H, W, 3) array `load_image` made of `image_path` (so a caller
     that has checked the image already need not decode it again).
     """
@@ -228,9 +252,10 @@ def predict_image(model, image: str | np.ndarray, bbox: str | None = None, focal
     h, w = image.shape[:2]
     box_xywh = parse_bbox(bbox, w, h)
     joint = joint_index(volume_joint) if volume_joint else None
-    crop, _, box = crop_for_model(image, box_xywh, model.input_size)
+    lens = parse_distortion(distortion)
+    crop, _, box = crop_for_model(image, box_xywh, model.input_size, model.box_margin)
     intr, focal_how = intrinsics_for(w, h, focal_px)
-    out = model(crop, intr, box)
+    out = model(crop, intr, box, lens)
     rel = out["joints_cam"] - out["joints_cam"][skeleton.ROOT]
     result = {
         "image": os.path.abspath(image_path) if image_path else None, "image_size": [w, h], "bbox_xywh": list(box_xywh),
@@ -241,6 +266,7 @@ def predict_image(model, image: str | np.ndarray, bbox: str | None = None, focal
         "root_depth_mm": round(out["root_depth_mm"], 1),
         "root_depth_source": "limb-length search against the training subjects' mean bone lengths",
         "intrinsics": intr.tolist(), "focal_px_source": focal_how,
+        "distortion": None if lens is None else lens.tolist(),
         "confidence": out["confidence"].round(4).tolist(),
     }
     overlay = visualize.draw_skeleton_2d(image, out["joints_image"])

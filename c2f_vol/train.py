@@ -26,9 +26,18 @@ from absl import logging
 from flax import nnx
 
 from c2f_vol import checkpoint, evaluation, losses, optim, sharding, train_state, workdir as workdir_lib
+from c2f_vol.errors import UserError
 from c2f_vol.inference import Network, variables_of
 
-TRAIN_KEYS = ("image", "joints_uv", "depth_rel_mm", "mask")
+TRAIN_KEYS = ("image", "joints_uv", "depth_rel_mm", "joints_weight", "has_3d", "mask")
+# A batch may leave these out (then every joint is supervised, in 3D): the loss's defaults.
+OPTIONAL_TRAIN_KEYS = ("joints_weight", "has_3d")
+
+
+def train_keys(config) -> tuple[str, ...]:
+    """The batch keys the train step takes: has_3d only when data.mix can bring 2D-only examples, since
+    with it the loss computes the 2D forms beside the 3D ones (losses module docstring)."""
+    return TRAIN_KEYS if config.data.get("mix") else tuple(k for k in TRAIN_KEYS if k != "has_3d")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -43,6 +52,7 @@ class Trainer:
         self.mesh = mesh or sharding.make_mesh(config.num_devices)
         self.network = Network(config)
         self.codec = self.network.codec
+        self.keys = train_keys(config)
         self.tx, self.schedule = optim.make_optimizer(config.optim, config.num_train_steps)
         repl = sharding.replicated(self.mesh)
         batch = sharding.batch_sharded(self.mesh)
@@ -83,8 +93,9 @@ class Trainer:
         """A fresh train state, built directly in its replicated layout on the mesh."""
         return self._init()
 
-    def put(self, batch: dict, keys=TRAIN_KEYS) -> dict:
-        return sharding.put_batch({k: batch[k] for k in keys}, self.mesh)
+    def put(self, batch: dict) -> dict:
+        return sharding.put_batch({k: batch[k] for k in self.keys if k in batch or k not in OPTIONAL_TRAIN_KEYS},
+                                  self.mesh)
 
 
 def _prefetch_to_device(it: Iterator[dict], trainer: Trainer, size: int = 2) -> Iterator[dict]:
@@ -178,11 +189,15 @@ def _train(config, workdir: str, preempt: "_Preemption", restore_step: int | Non
     import tensorflow as tf
 
     # Function-level: keeps TensorFlow off the Trainer, which the GPU benchmark runs without it.
-    from c2f_vol.data import pipeline, stats
+    from c2f_vol.data import builders, pipeline, stats
 
     # Everything that can refuse the run comes before the first write to the workdir.
     workdir_lib.check_workdir(workdir)
     builder = pipeline.load_builder(config.data.name, config.data.data_dir)
+    if not config.data.get("mix") and builders.family(config.data.name) in builders.TWO_D_ONLY:
+        raise UserError(f"data.name={config.data.name!r} has 2D poses only; train on it beside a 3D dataset with "
+                        f"data.mix (e.g. configs/h36m_integral.py:mpii), and keep a 3D dataset as data.name "
+                        "(it is evaluated and gives the bone lengths)")
     resuming = workdir_lib.has_checkpoints(workdir)
     changes = workdir_lib.check_resume(config, workdir) if resuming else []
     trainer = Trainer(config)
@@ -207,8 +222,8 @@ def _train(config, workdir: str, preempt: "_Preemption", restore_step: int | Non
         poses, _ = stats.load_poses(builder, config.data.train_split, config.bone_length_examples)
         stats.write_bone_lengths(workdir, stats.mean_bone_lengths(poses),
                                  f"{config.data.name}:{config.data.train_split} ({len(poses)} examples)")
-    train_ds = pipeline.train_dataset(builder, config.data.train_split, config.data, trainer.codec.input_size,
-                                      batch_size=local_batch, seed=config.seed, start_step=start_step)
+    train_ds = pipeline.training_batches(config.data, trainer.codec.input_size, batch_size=local_batch,
+                                         seed=config.seed, start_step=start_step, builder=builder)
     writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
     eval_metrics: dict = {}
     last_metrics: dict = {}

@@ -41,3 +41,23 @@ def tiny_dataset(tmp_path_factory) -> pathlib.Path:
     data_dir = tmp_path_factory.mktemp("tfds")
     builders.build("c2f_synthetic/tiny", str(data_dir))
     return data_dir
+
+
+def build_from_manual_dir(name: str, config, manual_dir, data_dir):
+    """The TFDS builder `name` with `config`, prepared from the source files in `manual_dir`."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, config=config, data_dir=str(data_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    return builder
+
+
+def stored_examples(builder, split: str) -> list[dict]:
+    """Every example of `split` as numpy, in stored order."""
+    import tensorflow_datasets as tfds
+
+    return list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+
+
+def text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else x

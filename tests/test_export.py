@@ -43,6 +43,15 @@ RELOAD = NO_JAX + textwrap.dedent("""
         c = m.signatures["camera_frame"](images=tf.constant(data[f"images{b}"]),
                                          intrinsics=tf.constant(data[f"intr{b}"]), box=tf.constant(data[f"box{b}"]))
         out[f"cam{b}"], out[f"root{b}"] = c["joints_cam"].numpy(), c["root_depth_mm"].numpy()
+        d = m.signatures["camera_frame_distorted"](images=tf.constant(data[f"images{b}"]),
+                                                   intrinsics=tf.constant(data[f"intr{b}"]),
+                                                   box=tf.constant(data[f"box{b}"]), distortion=tf.constant(data[f"dist{b}"]))
+        out[f"dcam{b}"], out[f"droot{b}"] = d["joints_cam"].numpy(), d["root_depth_mm"].numpy()
+        # The restored object's camera_frame takes the distortion as an optional argument.
+        plain = m.camera_frame(tf.constant(data[f"images{b}"]), tf.constant(data[f"intr{b}"]), tf.constant(data[f"box{b}"]))
+        lens = m.camera_frame(tf.constant(data[f"images{b}"]), tf.constant(data[f"intr{b}"]), tf.constant(data[f"box{b}"]),
+                              tf.constant(data[f"dist{b}"]))
+        out[f"ocam{b}"], out[f"odcam{b}"] = plain["joints_cam"].numpy(), lens["joints_cam"].numpy()
     meta = json.loads(m.metadata_json.numpy().decode())
     assert "jax" not in sys.modules and "jaxlib" not in sys.modules, "the client imported jax"
     np.savez(sys.argv[3], **out)
@@ -54,6 +63,7 @@ BAD_INPUT = NO_JAX + textwrap.dedent("""
     m = tf.saved_model.load(sys.argv[1])
     s = int(sys.argv[2])
     crop, cam = m.signatures["serving_default"], m.signatures["camera_frame"]
+    dcam = m.signatures["camera_frame_distorted"]
     u8 = lambda *shape: tf.zeros(shape, tf.uint8)
     intr = lambda b: tf.constant(np.tile(np.float32([[1100, 1100, 500, 500]]), (b, 1)))
     box = lambda b: tf.constant(np.tile(np.float32([[500, 500, 400]]), (b, 1)))
@@ -75,6 +85,12 @@ BAD_INPUT = NO_JAX + textwrap.dedent("""
         "batch_mismatch": lambda: cam(images=u8(2, s, s, 3), intrinsics=intr(1), box=box(2)),
         "intrinsics_shape": lambda: cam(images=u8(1, s, s, 3), intrinsics=tf.ones((1, 3)), box=box(1)),
         "box_shape": lambda: cam(images=u8(1, s, s, 3), intrinsics=intr(1), box=tf.ones((1,))),
+        "distortion_shape": lambda: dcam(images=u8(2, s, s, 3), intrinsics=intr(2), box=box(2),
+                                         distortion=tf.zeros((2, 4))),
+        "distortion_batch": lambda: dcam(images=u8(2, s, s, 3), intrinsics=intr(2), box=box(2),
+                                         distortion=tf.zeros((1, 5))),
+        "distortion_nan": lambda: dcam(images=u8(1, s, s, 3), intrinsics=intr(1), box=box(1),
+                                       distortion=tf.constant([[0.1, np.nan, 0, 0, 0]], tf.float32)),
     }
     out = {}
     for name, call in cases.items():
@@ -120,9 +136,14 @@ def test_reloaded_savedmodel_matches_jax_at_two_batch_sizes(trained, tmp_path):
         inputs[f"intr{b}"] = np.tile(np.array([[1100.0, 1100.0, 500.0, 500.0]], np.float32), (b, 1))
         inputs[f"box{b}"] = np.concatenate([rng.uniform(300, 700, (b, 2)), rng.uniform(300, 600, (b, 1))],
                                            1).astype(np.float32)
+        inputs[f"dist{b}"] = np.tile(camera.H36M_CAMERAS["54138969"].distortion.astype(np.float32), (b, 1))
         j, c = crop_fn(variables, inputs[f"images{b}"])
-        cam, root, _, _ = cam_fn(variables, inputs[f"images{b}"], inputs[f"intr{b}"], inputs[f"box{b}"])
-        want.update({f"joints{b}": j, f"conf{b}": c, f"cam{b}": cam, f"root{b}": root})
+        cam, root, _, _ = cam_fn(variables, inputs[f"images{b}"], inputs[f"intr{b}"], inputs[f"box{b}"],
+                                 np.zeros((b, 5), np.float32))
+        dcam, droot, _, _ = cam_fn(variables, inputs[f"images{b}"], inputs[f"intr{b}"], inputs[f"box{b}"],
+                                   inputs[f"dist{b}"])
+        want.update({f"joints{b}": j, f"conf{b}": c, f"cam{b}": cam, f"root{b}": root, f"dcam{b}": dcam,
+                     f"droot{b}": droot})
     np.savez(tmp_path / "in.npz", **inputs)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "-c", RELOAD, str(path), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
@@ -148,6 +169,17 @@ def test_reloaded_savedmodel_matches_jax_at_two_batch_sizes(trained, tmp_path):
         fx, fy, cx, cy = (inputs[f"intr{b}"][:, None, i] for i in range(4))
         lifted = np.stack([(uv[..., 0] - cx) / fx * z, (uv[..., 1] - cy) / fy * z, z], -1)
         np.testing.assert_allclose(got[f"cam{b}"], lifted, rtol=1e-4, atol=1e-2)
+        # With the lens: JAX and TF agree, the lens moves the result, and the object function dispatches.
+        np.testing.assert_allclose(got[f"droot{b}"], np.asarray(want[f"droot{b}"]), rtol=1e-2)
+        np.testing.assert_allclose(got[f"ocam{b}"], got[f"cam{b}"], rtol=1e-6, atol=1e-3)
+        np.testing.assert_allclose(got[f"odcam{b}"], got[f"dcam{b}"], rtol=1e-6, atol=1e-3)
+        dz = got[f"dcam{b}"][..., 2:3]
+        rays = np.asarray(camera.undistort_pixels(camera.crop_to_image(got[f"joints{b}"][..., :2].astype(np.float64),
+                                                                        affine), inputs[f"intr{b}"].astype(np.float64),
+                                                  inputs[f"dist{b}"].astype(np.float64)))
+        want_xy = (rays - inputs[f"intr{b}"][:, None, 2:]) / inputs[f"intr{b}"][:, None, :2] * dz
+        np.testing.assert_allclose(got[f"dcam{b}"][..., :2], want_xy, rtol=1e-4, atol=1e-2)
+        assert np.abs(got[f"dcam{b}"][..., :2] / dz - got[f"cam{b}"][..., :2] / got[f"cam{b}"][..., 2:3]).max() > 1e-5
     meta = json.loads(proc.stdout.split("META")[-1])
     assert meta["joint_names"] == list(skeleton.JOINT_NAMES) and meta["parents"] == list(skeleton.PARENTS)
     assert meta["input_size"] == s and len(meta["image_mean"]) == 3
@@ -207,6 +239,10 @@ def test_bad_input_gets_a_short_named_error_and_batch_0_an_empty_result(trained)
         "batch_mismatch": "camera_frame: images, intrinsics and box must have the same batch size; got 2, 1 and 2",
         "intrinsics_shape": "camera_frame: intrinsics (fx, fy, cx, cy) must be float32 (b, 4); got (1, 3)",
         "box_shape": "camera_frame: box (centre u, centre v, side) must be float32 (b, 3); got (1)",
+        "distortion_shape": "camera_frame_distorted: distortion (k1, k2, k3, p1, p2) must be float32 (b, 5); got (2, 4)",
+        "distortion_batch": "camera_frame_distorted: images, intrinsics, box and distortion must have the same batch "
+                            "size; got 2, 2, 2 and 1",
+        "distortion_nan": "camera_frame_distorted: distortion must be finite; row 0 (k1, k2, k3, p1, p2) = (0.1, nan",
     }
     for case, message in want.items():
         error = got[case].get("error")

@@ -212,6 +212,197 @@ def test_wrong_logit_levels_error():
         losses.compute_loss(_targets(_batch())[:1], _batch(), CODEC, BOTH)
 
 
+KINDS = {"heatmap": dict(kind="heatmap"), "integral": dict(kind="integral"), "js": BOTH,
+         "mse": dict(BOTH, mix_heatmap="mse")}
+
+
+def _old_loss(logits, batch, cfg):
+    """The loss as it was before joints_weight / has_3d: per-sample terms, masked mean over samples."""
+    kind = cfg["kind"]
+    mix = cfg.get("mix_heatmap", "js")
+    terms = {"heatmap": (losses.heatmap_mse, 1.0)} if kind == "heatmap" else {}
+    if kind in ("integral", "both"):
+        terms["integral"] = (losses.integral_l1, cfg.get("integral_weight", 1.0))
+    if kind == "both":
+        terms["js" if mix == "js" else "heatmap"] = (losses.js_divergence if mix == "js" else losses.heatmap_mse,
+                                                     cfg.get("heatmap_weight", 1.0))
+    mask = np.asarray(batch["mask"], np.float64)
+    total = 0.0
+    for fn, weight in terms.values():
+        for i, coords in enumerate(_levels(batch)):
+            per_sample = np.asarray(jax.jit(fn, static_argnums=(2, 3))(logits[i], coords, CODEC, i), np.float64)
+            total += weight * np.sum(per_sample * mask) / max(mask.sum(), 1.0)
+    return total
+
+
+def _mixed_logits(seed=0):
+    """Logits near (not at) the targets, plus noise, so every term and its gradient is non-trivial."""
+    rng = np.random.default_rng(seed)
+    return [lg * np.float32(0.2) + rng.normal(size=lg.shape).astype(np.float32)
+            for lg in _log_gaussians(_batch(shift_x=0.8))]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_all_3d_batch_gives_the_old_loss(kind):
+    cfg = KINDS[kind]
+    batch = _batch(mask=(1.0, 0.0))
+    logits = _mixed_logits()
+    without, m_without = _loss(logits, batch, cfg)
+    ones = dict(batch, joints_weight=np.ones((2, J), np.float32), has_3d=np.ones(2, np.float32))
+    with_keys, m_with = _loss(logits, ones, cfg)
+    # Same code path (absent keys are all ones): bit for bit.
+    assert float(with_keys) == float(without)
+    assert {k: float(v) for k, v in m_with.items()} == {k: float(v) for k, v in m_without.items()}
+    # And the value the loss had before the keys existed.
+    assert float(without) == pytest.approx(_old_loss(logits, batch, cfg), rel=2e-6)
+
+
+def _two_d(batch, which=1):
+    """`batch` with sample `which` 2D-only."""
+    has_3d = np.ones(2, np.float32)
+    has_3d[which] = 0.0
+    return dict(batch, has_3d=has_3d, joints_weight=np.ones((2, J), np.float32))
+
+
+def _grads(logits, batch, cfg):
+    key = ("grad", repr(sorted(dict(cfg.items()).items())))
+    if key not in _JITTED_LOSSES:
+        _JITTED_LOSSES[key] = jax.jit(jax.value_and_grad(lambda lg, b: losses.compute_loss(lg, b, CODEC, cfg)[0]))
+    value, grads = _JITTED_LOSSES[key](logits, batch)
+    return float(value), [np.asarray(g) for g in grads]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_2d_only_sample_ignores_its_depth(kind):
+    cfg = KINDS[kind]
+    logits = _mixed_logits(1)
+    near = _two_d(_batch())
+    far = dict(near, depth_rel_mm=np.asarray(near["depth_rel_mm"]).copy())
+    far["depth_rel_mm"][1] = (900.0, -800.0, np.nan)  # even NaN never reaches the loss
+    v_near, g_near = _grads(logits, near, cfg)
+    v_far, g_far = _grads(logits, far, cfg)
+    assert np.isfinite(v_far) and v_far == v_near
+    assert all(np.all(np.isfinite(g)) for g in g_far)
+    for a, b in zip(g_near, g_far):
+        np.testing.assert_array_equal(a, b)
+    # The 3D sample's depth still counts.
+    moved = dict(near, depth_rel_mm=np.asarray(near["depth_rel_mm"]).copy())
+    moved["depth_rel_mm"][0] = (900.0, -800.0, 700.0)
+    assert abs(_grads(logits, moved, cfg)[0] - v_near) > 1e-4
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_weight_zero_joint_has_no_gradient_and_no_say(kind):
+    cfg = KINDS[kind]
+    logits = _mixed_logits(2)
+    weights = np.ones((2, J), np.float32)
+    weights[0, 1] = 0.0  # sample 0, joint 1 (3D sample)
+    weights[1, 2] = 0.0  # sample 1, joint 2 (2D-only sample)
+    batch = dict(_batch(), joints_weight=weights, has_3d=np.array([1.0, 0.0], np.float32))
+    value, grads = _grads(logits, batch, cfg)
+    for g in grads:
+        assert np.all(g[0, 1] == 0.0) and np.all(g[1, 2] == 0.0)
+        assert np.abs(g[0, 0]).max() > 0 and np.abs(g[1, 0]).max() > 0
+    # Whatever the unsupervised joints' coordinates hold, NaN included, nothing changes.
+    uv = np.asarray(batch["joints_uv"]).copy()
+    uv[0, 1], uv[1, 2] = (np.nan, 3.0), (-50.0, np.inf)
+    value2, grads2 = _grads(logits, dict(batch, joints_uv=uv), cfg)
+    assert value2 == value
+    for a, b in zip(grads, grads2):
+        np.testing.assert_array_equal(a, b)
+
+
+def _level1_value(logits, batch, cfg, name):
+    return float(_loss(logits, batch, cfg)[1][f"{name}/stack1"])
+
+
+def _flat_codec_value(volume_xy, batch, cfg, name):
+    """The stack-0 term of a depth-free codec (D = 1) on (B, J, H, W) heatmaps at the batch's x, y."""
+    flat = VolumeCodec(input_size=CODEC.input_size, heatmap_size=CODEC.heatmap_size, depth_bins=(1,),
+                       depth_range_mm=CODEC.depth_range_mm, sigma=CODEC.sigma)
+    plain = {k: batch[k] for k in ("joints_uv", "depth_rel_mm", "mask")}
+    _, m = jax.jit(lambda lg, b: losses.compute_loss(lg, b, flat, cfg))([volume_xy[:, :, None]], plain)
+    return float(m[f"{name}/stack0"])
+
+
+def test_2d_loss_at_a_deeper_level_is_the_loss_of_its_xy_marginal():
+    logits = _mixed_logits(3)
+    all_2d = dict(_batch(), has_3d=np.zeros(2, np.float32))
+    deep = np.asarray(logits[1])  # (B, J, D=4, H, W)
+    # heatmap: the max-projection over depth, scaled by the level's depth energy share.
+    share = losses.depth_energy_share(CODEC, 1)
+    sigma_z = CODEC.sigma_z(1)
+    profile = np.exp(-0.5 * ((np.arange(4) - 1.0) / sigma_z) ** 2)  # z at the bin centre 1, D = 4
+    assert share == pytest.approx(np.sum(profile ** 2) / 4, rel=1e-6)
+    got = _level1_value(logits, all_2d, dict(kind="heatmap"), "heatmap")
+    want = share * _flat_codec_value(deep.max(axis=2), all_2d, dict(kind="heatmap"), "heatmap")
+    assert got == pytest.approx(want, rel=1e-5)
+    # js and integral: the softmax's x, y marginal (log of its sum over depth).
+    log_p = jax.nn.log_softmax(deep.reshape(2, J, -1), axis=-1).reshape(deep.shape)
+    marginal = np.asarray(jax.nn.logsumexp(log_p, axis=2))
+    for name, cfg in (("js", BOTH), ("integral", dict(kind="integral"))):
+        got = _level1_value(logits, all_2d, cfg, name)
+        assert got == pytest.approx(_flat_codec_value(marginal, all_2d, cfg, name), rel=1e-5, abs=1e-7)
+    # The depth-free level is the same for both kinds of sample.
+    for name, cfg in (("heatmap", dict(kind="heatmap")), ("js", BOTH), ("integral", dict(kind="integral"))):
+        both_3d = float(_loss(logits, _batch(), cfg)[1][f"{name}/stack0"])
+        assert float(_loss(logits, all_2d, cfg)[1][f"{name}/stack0"]) == pytest.approx(both_3d, rel=1e-6)
+
+
+def test_2d_heatmap_term_is_the_3d_term_of_a_prediction_with_exact_depth():
+    # Depth on inner bin centres of the D = 4 level (500 mm bins): -250, 250 mm -> z = 1, 2 (at the
+    # volume's ends the z profile is cut, and its energy with it).
+    batch = _batch(depth_mm=(-250.0, 250.0, -250.0))
+    coords = _levels(batch)[1]
+    np.testing.assert_allclose(coords[..., 2], np.tile([1.0, 2.0, 1.0], (2, 1)), atol=1e-5)
+    # Logits: the true z profile times some wrong 2D heatmap A (the targets of shifted joints).
+    true_target = np.asarray(_draw_targets(coords, 1))
+    wrong_xy = np.asarray(_draw_targets(_levels(_batch(shift_x=1.3, depth_mm=(-250.0, 250.0, -250.0)))[1], 1))
+    # Per joint: g_z(true) (x) A: take A from the wrong target's max over depth (its 2D Gaussian).
+    a = wrong_xy.max(axis=2)
+    gz = true_target.max(axis=(3, 4))  # (B, J, D): the true z profile (x, y peaks are 1 on voxel centres)
+    logits = [np.asarray(_targets(batch)[0]), (gz[..., None, None] * a[:, :, None]).astype(np.float32)]
+    three_d = _level1_value(logits, batch, dict(kind="heatmap"), "heatmap")
+    two_d = _level1_value(logits, dict(batch, has_3d=np.zeros(2, np.float32)), dict(kind="heatmap"), "heatmap")
+    assert three_d > 1e-4 and two_d == pytest.approx(three_d, rel=1e-4)
+    # And at the start (all-zero logits) a 2D-only joint costs what a 3D one does.
+    zeros = [np.zeros_like(lg) for lg in logits]
+    z3 = _level1_value(zeros, batch, dict(kind="heatmap"), "heatmap")
+    z2 = _level1_value(zeros, dict(batch, has_3d=np.zeros(2, np.float32)), dict(kind="heatmap"), "heatmap")
+    assert z2 == pytest.approx(z3, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["heatmap", "integral", "js"])
+def test_every_supervised_joint_counts_the_same(kind):
+    cfg = KINDS[kind]
+    logits = _mixed_logits(4)
+    weights = np.ones((2, J), np.float32)
+    weights[1, :2] = 0.0  # the 2D-only sample supervises one joint
+    batch = dict(_batch(), joints_weight=weights, has_3d=np.array([1.0, 0.0], np.float32))
+    loss, _ = _loss(logits, batch, cfg)
+    single = []
+    for b in range(2):
+        one = {k: np.asarray(v)[b:b + 1] for k, v in batch.items()}
+        single.append(float(_loss([lg[b:b + 1] for lg in logits], one, cfg)[0]))
+    n = weights.sum(axis=1)
+    assert float(loss) == pytest.approx((n[0] * single[0] + n[1] * single[1]) / n.sum(), rel=1e-5)
+    # Nothing supervised: 0, with a finite (zero) gradient.
+    value, grads = _grads(logits, dict(batch, joints_weight=np.zeros((2, J), np.float32)), cfg)
+    assert value == 0.0 and all(np.all(g == 0.0) for g in grads)
+
+
+def test_max_over_depth_has_jnp_max_gradient_ties_included():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 3, 4, 5, 5)).astype(np.float32)
+    x[0, 0, :, 0, 0] = 1.5          # every bin tied
+    x[1, 2, 1:3, 4, 4] = 9.0        # two bins tied at the peak
+    r = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
+    mine = jax.jit(jax.value_and_grad(lambda v: jnp.sum(losses.max_over_depth(v) * r)))(x)
+    ref = jax.jit(jax.value_and_grad(lambda v: jnp.sum(jnp.max(v, axis=2) * r)))(x)
+    assert float(mine[0]) == pytest.approx(float(ref[0]), rel=1e-6)
+    np.testing.assert_allclose(np.asarray(mine[1]), np.asarray(ref[1]), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.slow  # 20 training steps of a small model
 def test_few_steps_overfit_one_batch():
     model_cfg = dict(num_stacks=2, features=8, hourglass_depth=1, num_residual=1, num_joints=J, dtype="float32")

@@ -11,6 +11,7 @@ from etils import epath
 from c2f_vol import camera, skeleton
 from c2f_vol.data import augment, builders, features, pipeline
 from c2f_vol.data.human36m import Human36m
+from c2f_vol.data.mpii import Mpii
 from c2f_vol.data.synthetic.builder import C2fSynthetic
 
 LEFT_BGR, RIGHT_BGR, CENTRE_BGR = (0, 255, 0), (0, 0, 255), (255, 255, 255)  # green, red, white
@@ -57,7 +58,8 @@ def fake_examples(n: int, image_size: int = 256, seed: int = 0, quality: int = 9
     """A dataset of `n` contract examples (JPEG bytes); person about 0.7 (256 px) or 0.43 (1000 px) of the frame tall."""
     rng = np.random.default_rng(seed)
     focal = 1145.0 if image_size >= 1000 else 1145.0 * image_size / 620.0
-    cols = {k: [] for k in ("image", "joints_2d", "joints_3d", "intrinsics", "subject", "action", "camera", "frame")}
+    cols = {k: [] for k in ("image", "joints_2d", "joints_3d", "intrinsics", "distortion", "joints_weight",
+                            "joints_visible", "has_3d", "subject", "action", "sequence", "camera", "frame")}
     for i in range(n):
         joints_3d, intr = make_person(rng, image_size, focal)
         joints_2d = camera.project(joints_3d, intr).astype(np.float32)
@@ -68,8 +70,13 @@ def fake_examples(n: int, image_size: int = 256, seed: int = 0, quality: int = 9
         cols["joints_2d"].append(joints_2d)
         cols["joints_3d"].append(joints_3d)
         cols["intrinsics"].append(intr)
+        cols["distortion"].append(np.zeros(5, np.float32))
+        cols["joints_weight"].append(np.ones(17, np.float32))
+        cols["joints_visible"].append(np.ones(17, bool))
+        cols["has_3d"].append(True)
         cols["subject"].append(f"S{i % 3}")
         cols["action"].append("Fake")
+        cols["sequence"].append(f"Fake {i % 2 + 1}")
         cols["camera"].append("cam0")
         cols["frame"].append(np.int32(i))
     return tf.data.Dataset.from_tensor_slices({k: np.stack(v) if k != "image" else v for k, v in cols.items()})
@@ -305,10 +312,10 @@ def test_config_from_a_plain_mapping(examples):
 
 
 def test_one_registry_names_every_family(tmp_path):
-    assert builders.BUILDERS == {"c2f_synthetic": C2fSynthetic, "human36m": Human36m}
+    assert builders.BUILDERS == {"c2f_synthetic": C2fSynthetic, "human36m": Human36m, "mpii": Mpii}
     assert all(cls.name == family for family, cls in builders.BUILDERS.items())
     assert builders.family("human36m/stride5:1.0.0") == "human36m"
-    known = r"known families: \['c2f_synthetic', 'human36m'\]"
+    known = r"known families: \['c2f_synthetic', 'human36m', 'mpii'\]"
     with pytest.raises(FileNotFoundError, match=known):
         pipeline.load_builder("c2f_no_such_set/x", str(tmp_path))
     with pytest.raises(ValueError, match=r"no dataset family 'c2f_no_such_set'.*" + known):
@@ -376,3 +383,92 @@ def test_project_synthetic_builder_through_the_pipeline(tiny_dataset):
         back = camera.apply_affine(camera.invert_affine(b["affine"][real].astype(np.float64)), b["joints_uv"][real])
         reproj = camera.project(b["joints_3d"][real].astype(np.float64), b["intrinsics"][real].astype(np.float64))
         assert np.abs(back - reproj).max() < 1.0  # synthetic frames have no lens distortion
+
+
+# ---------------------------------------------------------------------------
+# Crop reach, joint weights, the contract's defaults, the dataset mix.
+
+
+def test_crop_reach_bounds_every_drawn_crop_and_is_reached():
+    """Every corner of 3000 drawn training crops lies within crop_reach / 2 extents of the box centre on
+    both axes, and some come within 2% of it: the stored-crop margin derived from it is tight and safe."""
+    cfg = pipeline.default_data_config()
+    reach = pipeline.crop_reach(cfg)
+    centre, extent, s = np.array([200.0, 150.0]), 100.0, 64
+    corners = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [-0.5, s - 0.5], [s - 0.5, s - 0.5]])
+    worst = 0.0
+    for p in range(3000):
+        a = augment.sample_augmentation(augment.example_seed(11, 0, p), cfg)
+        affine = camera.crop_affine(centre, extent * cfg.box_margin * float(a["scale"]), s,
+                                    float(a["rotation_deg"]), bool(a["flip"]))
+        pts = camera.crop_to_image(corners, affine)
+        worst = max(worst, float(np.abs(pts - centre).max()) / extent)
+    assert worst <= reach / 2 + 1e-3 and worst > 0.98 * reach / 2
+    # Without rotation the reach is the largest zoom-out; rotations clipped below 45 degrees reach less.
+    assert pipeline.crop_reach(dict(cfg.to_dict(), rotation_prob=0.0)) == pytest.approx(1.4 * 1.25)
+    assert pipeline.crop_reach(dict(cfg.to_dict(), rotation_clip_deg=30.0)) == pytest.approx(
+        1.75 * (np.cos(np.pi / 6) + np.sin(np.pi / 6)))
+
+
+def _with(example: dict, **fields) -> dict:
+    return {**example, **{k: tf.constant(v) for k, v in fields.items()}}
+
+
+def test_unlocated_joints_leave_the_box_and_their_weight_follows_the_flip(examples):
+    ex = {k: v for k, v in _one(examples, 1).items()}
+    cfg = dict(_config().to_dict(), rotation_prob=0.0, flip_prob=1.0, scale_sigma=0.0)
+    weight = np.ones(17, np.float32)
+    lwrist, rwrist = skeleton.JOINT_NAMES.index("LWrist"), skeleton.JOINT_NAMES.index("RWrist")
+    weight[lwrist] = 0.0
+    far = ex["joints_2d"].numpy().copy()
+    far[lwrist] = [0.0, 0.0]  # an unlocated joint holds zeros: it must not stretch the box
+    out = pipeline.preprocess(_with(ex, joints_weight=weight, joints_2d=far), 0, cfg, 64, True)
+    ref = pipeline.preprocess(ex, 0, cfg, 64, True)
+    centre, side = augment.person_box(tf.constant(np.delete(far, lwrist, 0)), cfg["box_margin"])
+    want = camera.crop_affine(centre, side, 64, 0.0, True)
+    np.testing.assert_allclose(out["affine"].numpy(), want, rtol=1e-5, atol=1e-3)
+    # Flipped: the left wrist's zero weight moves with its label to the right wrist.
+    assert out["joints_weight"].numpy()[rwrist] == 0.0 and out["joints_weight"].numpy().sum() == 16
+    assert ref["joints_weight"].numpy().tolist() == [1.0] * 17 and float(ref["has_3d"]) == 1.0
+
+
+def test_examples_without_the_newer_fields_read_as_pinhole_3d_single_take(examples):
+    ex = {k: v for k, v in _one(examples, 2).items()
+          if k not in ("distortion", "joints_weight", "joints_visible", "has_3d", "sequence")}
+    out = pipeline.preprocess(ex, 0, _config(), 32, False)
+    assert out["distortion"].numpy().tolist() == [0.0] * 5 and out["joints_weight"].numpy().tolist() == [1.0] * 17
+    assert float(out["has_3d"]) == 1.0 and out["sequence"].numpy() == out["action"].numpy()
+    full = pipeline.preprocess(_one(examples, 2), 0, _config(), 32, False)
+    assert full["sequence"].numpy() == b"Fake 1" and full["action"].numpy() == b"Fake"
+
+
+def test_mix_batch_sizes():
+    assert pipeline.mix_batch_sizes((("a", 0.5), ("b", 0.5)), 16) == [8, 8]
+    assert pipeline.mix_batch_sizes((("a", 2.0), ("b", 1.0)), 16) == [11, 5]
+    assert sum(pipeline.mix_batch_sizes((("a", 1), ("b", 1), ("c", 1)), 16)) == 16
+    with pytest.raises(pipeline.UserError, match="at least 1"):
+        pipeline.mix_batch_sizes((("a", 0.95), ("b", 0.05)), 4)
+    with pytest.raises(pipeline.UserError, match="distinct"):
+        pipeline.mix_batch_sizes((("a", 1.0), ("a", 1.0)), 4)
+
+
+def test_a_mix_concatenates_each_datasets_share_and_resumes_exactly(tmp_path):
+    _TinyBuilder(data_dir=str(tmp_path)).download_and_prepare()
+    cfg = _config()
+    cfg.data_dir = str(tmp_path)
+    cfg.mix = ((_TinyBuilder.name, 3.0), ("c2f_synthetic/tiny", 1.0))
+    with pytest.raises(FileNotFoundError, match="c2f_synthetic/tiny"):  # an unprepared dataset of the mix is named
+        pipeline.training_batches(cfg, 32, batch_size=4, seed=0, process_index=0, process_count=1)
+    # The same prepared dataset under a second name stands in for a second dataset.
+    cfg.mix = ((_TinyBuilder.name, 3.0), (_TinyBuilder.name + ":1.0.0", 1.0))
+    make = lambda start: pipeline.training_batches(cfg, 32, batch_size=4, seed=0, start_step=start,  # noqa: E731
+                                                   process_index=0, process_count=1)
+    full = _first(make(0), 4)
+    assert all(b["image"].shape == (4, 32, 32, 3) for b in full)
+    single = _first(pipeline.train_dataset(_TinyBuilder(data_dir=str(tmp_path)), "train", cfg, 32, batch_size=3,
+                                           seed=0, process_index=0, process_count=1), 1)[0]
+    np.testing.assert_array_equal(full[0]["joints_uv"][:3], single["joints_uv"])  # the first share, as alone
+    resumed = _first(make(2), 2)
+    for x, y in zip(full[2:], resumed):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])

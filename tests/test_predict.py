@@ -97,9 +97,10 @@ def test_outputs_are_written_together_or_not_at_all(tmp_path):
 class _FakeModel:
     input_size = 32
     source = "fake"
+    box_margin = 1.4
 
-    def __call__(self, crop, intrinsics, box):
-        assert crop.shape == (32, 32, 3)
+    def __call__(self, crop, intrinsics, box, distortion=None):
+        assert crop.shape == (32, 32, 3) and box[2] == pytest.approx(30 * 1.4)
         joints = np.zeros((17, 3), np.float32)
         joints[:, 2] = 4000
         return {"joints_cam": joints, "root_depth_mm": 4000.0, "joints_image": np.full((17, 2), 10.0, np.float32),
@@ -116,7 +117,7 @@ def test_predict_image_uses_the_decoded_image_without_reading_the_file(monkeypat
 def test_crop_and_intrinsics():
     image = np.zeros((100, 200, 3), np.uint8)
     image[40:60, 90:110] = 255  # a white square centred at (99.5, 49.5)
-    crop, affine, box = predict.crop_for_model(image, (80, 30, 40, 40), 32)
+    crop, affine, box = predict.crop_for_model(image, (80, 30, 40, 40), 32, box_margin=1.1)
     assert crop.shape == (32, 32, 3) and box[2] == pytest.approx(44.0)
     assert crop[16, 16].tolist() == [255, 255, 255] and crop[1, 1].tolist() == [0, 0, 0]
     intr, how = predict.intrinsics_for(200, 100, None)
@@ -131,6 +132,7 @@ def test_crop_and_intrinsics():
     (["--image={tmp}/ok.png"], "no such file or folder"),
     # checked before the model (here missing) would be loaded:
     (["--image={tmp}/ok.png", "--volume_joint=Tail"], "--volume_joint='Tail': expected 0-16"),
+    (["--image={tmp}/ok.png", "--distortion=0.1,0.2"], "--distortion='0.1,0.2': expected five finite numbers"),
     (["--image={tmp}/ok.png", "--output_json={tmp}/no/such/dir/p.json"], "does not exist"),
     (["--image={tmp}/ok.png", "--max_pixels=1000"], "40x40 px (0.0 megapixels) is over the 0.001 megapixel limit"),
 ])

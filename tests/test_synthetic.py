@@ -354,8 +354,10 @@ def test_build_shows_one_progress_line_and_no_warnings(tmp_path, capsys, caplog)
 
 def test_a_build_removes_what_killed_builds_left(tmp_path, caplog):
     from c2f_vol.data import builders
+    from c2f_vol.data.synthetic.builder import C2fSynthetic
 
-    stale = tmp_path / "c2f_synthetic" / "tiny" / "incomplete.AB12CD_1.0.0"
+    version = str(C2fSynthetic.VERSION)
+    stale = tmp_path / "c2f_synthetic" / "tiny" / f"incomplete.AB12CD_{version}"
     (stale / "shards").mkdir(parents=True)
     (stale / "shards" / "part-0").write_bytes(b"x" * 2048)
     other = tmp_path / "c2f_synthetic" / "tiny" / "incomplete.ZZ99ZZ_0.9.0"  # another version: not ours
@@ -363,5 +365,5 @@ def test_a_build_removes_what_killed_builds_left(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert builders.build("c2f_synthetic/tiny", str(tmp_path)) == {"train": 48, "test": 16}
     assert not stale.exists() and other.exists()
-    assert any("incomplete.AB12CD_1.0.0" in r.getMessage() and "interrupted build" in r.getMessage()
+    assert any(f"incomplete.AB12CD_{version}" in r.getMessage() and "interrupted build" in r.getMessage()
                for r in caplog.records)

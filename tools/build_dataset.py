@@ -3,6 +3,7 @@
     python tools/build_dataset.py --dataset=c2f_synthetic/procedural --data_dir=DIR
     python tools/build_dataset.py --dataset=c2f_synthetic/mocap --manual_dir=../shared/data/mocap --data_dir=DIR
     python tools/build_dataset.py --dataset=human36m --manual_dir=/path/to/h36m --data_dir=DIR
+    python tools/build_dataset.py --dataset=mpii --manual_dir=/path/to/mpii --data_dir=DIR
 
 The dataset families are those of `c2f_vol.data.builders.BUILDERS`. One progress bar
 counts the examples of all splits (without a terminal, a line now and then). An already
@@ -16,7 +17,7 @@ from c2f_vol import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "c2f_synthetic/procedural", "TFDS name[/config] of the dataset to build.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir to write into.")
-flags.DEFINE_string("manual_dir", None, "Folder with the source files (Human3.6M download, BVH files).")
+flags.DEFINE_string("manual_dir", None, "Folder with the source files (Human3.6M download, MPII release, BVH files).")
 flags.mark_flags_as_required(["data_dir"])
 
 

@@ -1,7 +1,7 @@
 """3D pose for your own image.
 
     python tools/predict.py --model=WORKDIR_OR_SAVEDMODEL --image=photo.jpg [--bbox=x,y,w,h] \
-        [--focal_px=F] [--volume_joint=RWrist] [--output_json=out.json] [--output_png=out.png] \
+        [--focal_px=F] [--distortion=k1,k2,k3,p1,p2] [--volume_joint=RWrist] [--output_json=out.json] [--output_png=out.png] \
         [--max_pixels=50000000]
 
 Every check of what was given (image, box, focal length, joint, output paths) runs before the model is
@@ -21,6 +21,8 @@ flags.DEFINE_string("model", None, "A training workdir or an exported SavedModel
 flags.DEFINE_string("image", None, "A JPEG or PNG image.")
 flags.DEFINE_string("bbox", None, "Person box x,y,w,h in pixels; the whole image when omitted.")
 flags.DEFINE_float("focal_px", None, "Focal length in pixels; assumed from a default field of view when omitted.")
+flags.DEFINE_string("distortion", None, "The camera's lens distortion k1,k2,k3,p1,p2 (c2f_vol.camera's model), "
+                    "undone before lifting to 3D; a pinhole camera when omitted.")
 flags.DEFINE_string("volume_joint", None, "Also show this joint's predicted volume slice (name or 0-16).")
 flags.DEFINE_string("output_json", None, "Where to write the JSON (default: IMAGE.pose.json beside the image).")
 flags.DEFINE_string("output_png", None, "Where to write the picture (default: IMAGE.pose.png beside the image).")
@@ -42,6 +44,7 @@ def main(argv):
     image = predict.load_image(FLAGS.image, max_pixels)  # decoded once, predicted on below
     predict.parse_bbox(FLAGS.bbox, image.shape[1], image.shape[0])
     predict.intrinsics_for(image.shape[1], image.shape[0], FLAGS.focal_px)
+    predict.parse_distortion(FLAGS.distortion)
     if FLAGS.volume_joint:
         predict.joint_index(FLAGS.volume_joint)
     stem = os.path.splitext(FLAGS.image)[0]
@@ -60,7 +63,7 @@ def main(argv):
         cli.import_tensorflow()  # only a SavedModel needs TensorFlow
     model = predict.open_model(FLAGS.model)
     result, picture = predict.predict_image(model, image, FLAGS.bbox, FLAGS.focal_px, FLAGS.volume_joint,
-                                            image_path=FLAGS.image)
+                                            image_path=FLAGS.image, distortion=FLAGS.distortion)
     del image
     try:
         predict.write_outputs(out_json, result, out_png, picture)

@@ -63,20 +63,31 @@ def sample_augmentation(seed, data_config) -> dict:
     return {"scale": scale, "rotation_deg": rotation, "flip": flip, "color_gain": gain}
 
 
-def person_box(joints_2d, box_margin: float):
+def person_box(joints_2d, box_margin: float, joints_weight=None):
     """Square person box around the joints.
 
     Args:
       joints_2d: (J, 2) image pixels.
       box_margin: side / larger extent of the joints' bounding box.
+      joints_weight: optional (J,); joints of weight 0 (not located by the source) are left out,
+        unless no joint has weight.
     Returns:
       center (2,) pixels, side () pixels.
     """
+    if joints_weight is not None:
+        located = tf.logical_or(joints_weight > 0, tf.logical_not(tf.reduce_any(joints_weight > 0)))
+        joints_2d = tf.boolean_mask(joints_2d, located)
     lo = tf.reduce_min(joints_2d, axis=0)
     hi = tf.reduce_max(joints_2d, axis=0)
     # A degenerate pose (all joints on one point) still needs a box of some size.
     side = tf.maximum(tf.reduce_max(hi - lo) * box_margin, 1.0)
     return (lo + hi) / 2.0, side
+
+
+def flip_labels(flip, *per_joint):
+    """Each (J, ...) tensor of `per_joint` with its left/right pairs swapped when `flip`."""
+    perm = tf.constant(skeleton.FLIP_PERMUTATION)
+    return tuple(tf.cond(flip, lambda x=x: tf.gather(x, perm), lambda x=x: x) for x in per_joint)
 
 
 def crop_joints(affine, joints_2d, joints_3d, flip):
@@ -95,11 +106,7 @@ def crop_joints(affine, joints_2d, joints_3d, flip):
     Returns:
       joints_uv (J, 2) crop pixels, joints_3d (J, 3) camera mm.
     """
-    joints_uv = camera.apply_affine(affine, joints_2d)
-    perm = tf.constant(skeleton.FLIP_PERMUTATION)
-    joints_uv = tf.cond(flip, lambda: tf.gather(joints_uv, perm), lambda: joints_uv)
-    joints_3d = tf.cond(flip, lambda: tf.gather(joints_3d, perm), lambda: joints_3d)
-    return joints_uv, joints_3d
+    return flip_labels(flip, camera.apply_affine(affine, joints_2d), joints_3d)
 
 
 def _image_shape(image):

@@ -17,6 +17,7 @@ from absl import logging
 from c2f_vol import cli
 from c2f_vol.errors import UserError
 from c2f_vol.data.human36m import Human36m
+from c2f_vol.data.mpii import Mpii
 from c2f_vol.data.synthetic.builder import C2fSynthetic
 
 class UnknownDatasetError(UserError, ValueError):
@@ -24,9 +25,11 @@ class UnknownDatasetError(UserError, ValueError):
 
 
 # Dataset family (the TFDS name before any '/config') -> its builder class.
-BUILDERS = {"c2f_synthetic": C2fSynthetic, "human36m": Human36m}
+BUILDERS = {"c2f_synthetic": C2fSynthetic, "human36m": Human36m, "mpii": Mpii}
+# Families whose examples have 2D poses only (has_3d False): trained on only inside data.mix.
+TWO_D_ONLY = ("mpii",)
 # Datasets built from user files: the --manual_dir part of their build command.
-_MANUAL_DIRS = {"human36m": "/path/to/h36m", "c2f_synthetic/mocap": "../shared/data/mocap"}
+_MANUAL_DIRS = {"human36m": "/path/to/h36m", "mpii": "/path/to/mpii", "c2f_synthetic/mocap": "../shared/data/mocap"}
 
 
 def family(name: str) -> str:

@@ -20,15 +20,17 @@ def crop_affines(joints2d_px: np.ndarray, crop_size: int, box_margin: float) -> 
     """Affines from frame pixels to the stored crop, one per frame.
 
     The box is the square around the joints' bounding box (same centre), its side the
-    larger extent times (1 + 2 * box_margin), at least `_MIN_BOX_PX`; no rotation.
+    larger extent times `box_margin` (the meaning it has in the data config), at least
+    `_MIN_BOX_PX`; no rotation.
 
     Args:
-      joints2d_px: (N, J, 2) joints in frame pixels.
+      joints2d_px: (N, J, 2) joints in frame pixels: the joints the pipeline boxes (the 17),
+        so that its crops share the stored crop's centre.
     Returns:
       (N, 2, 3) float64, crop = A @ [u, v, 1].
     """
     lo, hi = joints2d_px.min(axis=1), joints2d_px.max(axis=1)
-    side = np.maximum((hi - lo).max(axis=-1) * (1.0 + 2.0 * box_margin), _MIN_BOX_PX)
+    side = np.maximum((hi - lo).max(axis=-1) * box_margin, _MIN_BOX_PX)
     return camera.crop_affine((lo + hi) / 2.0, side, crop_size)
 
 

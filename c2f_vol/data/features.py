@@ -5,7 +5,18 @@ Each example:
   joints_2d   float32 (17, 2): pixels (u, v) in `image` (pixel centres at integers).
   joints_3d   float32 (17, 3): camera frame, mm.
   intrinsics  float32 (4,): (fx, fy, cx, cy) valid for `image` as stored.
-  subject, action, camera: strings.
+  distortion  float32 (5,): the lens's (k1, k2, k3, p1, p2) (`c2f_vol.camera`), in normalised
+              coordinates, so valid with `intrinsics` of any crop of the frame; joints_2d are
+              where the lens put the joints (distortion included). Zeros: a pinhole camera.
+  joints_weight float32 (17,): 1 for a joint the source locates, 0 for one it does not
+              (e.g. MPII has no spine joint, and leaves unseen limbs unannotated); such a
+              joint's joints_2d / joints_3d are zeros and carry no meaning.
+  joints_visible bool (17,): the source says the joint is seen (not occluded); True where a
+              source does not say.
+  has_3d      bool: joints_3d, intrinsics and distortion are real (False: 2D-only data such as
+              MPII, whose joints_3d are zeros).
+  subject, action, camera: strings; action is the canonical action ('Eating').
+  sequence    string: the take as the source names it ('Eating 2'), so takes stay apart.
   frame       int32.
 """
 
@@ -26,8 +37,13 @@ def example_features() -> tfds.features.FeaturesDict:
         "joints_2d": tfds.features.Tensor(shape=(J, 2), dtype=tf.float32),
         "joints_3d": tfds.features.Tensor(shape=(J, 3), dtype=tf.float32),
         "intrinsics": tfds.features.Tensor(shape=(4,), dtype=tf.float32),
+        "distortion": tfds.features.Tensor(shape=(5,), dtype=tf.float32),
+        "joints_weight": tfds.features.Tensor(shape=(J,), dtype=tf.float32),
+        "joints_visible": tfds.features.Tensor(shape=(J,), dtype=tf.bool),
+        "has_3d": tfds.features.Scalar(dtype=tf.bool),
         "subject": tfds.features.Text(),
         "action": tfds.features.Text(),
+        "sequence": tfds.features.Text(),
         "camera": tfds.features.Text(),
         "frame": tfds.features.Scalar(dtype=tf.int32),
     })

@@ -25,7 +25,7 @@ import re
 import numpy as np
 
 from c2f_vol import camera
-from c2f_vol.errors import UserError
+from c2f_vol.errors import BadFile, BadFileError  # noqa: F401 (the builder reports through files.*)
 
 TRAIN_SUBJECTS: tuple[str, ...] = ("S1", "S5", "S6", "S7", "S8")
 TEST_SUBJECTS: tuple[str, ...] = ("S9", "S11")
@@ -50,26 +50,6 @@ _NUM_JOINTS32 = 32
 # Composite videos of a whole session; they have no pose files.
 _IGNORED_PREFIX = "_ALL"
 _TAKE_SUFFIX = re.compile(r"^(?P<action>.+?)(?: (?P<take>\d+))?$")
-
-
-@dataclasses.dataclass(frozen=True)
-class BadFile:
-    """A file that is missing, unreadable or inconsistent, and why."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
-class BadFileError(UserError):
-    """Files of the download that cannot be used; `.bad` names each and says why."""
-
-    def __init__(self, *bad: BadFile, hint: str = ""):
-        lines = [str(b) for b in bad] + ([hint] if hint else [])
-        super().__init__("\n".join(lines))
-        self.bad = bad
 
 
 @dataclasses.dataclass(frozen=True)

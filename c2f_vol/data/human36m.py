@@ -10,16 +10,20 @@ where it is):
         download_config=tfds.download.DownloadConfig(manual_dir="/path/to/h36m"))
 
 Every example follows `c2f_vol.data.features`:
-  image       the person region of a video frame (square box around the 2D joints,
-              with margin), resized to crop_size x crop_size; zero where the box
-              leaves the frame (`c2f_vol.data.crops`).
+  image       the person region of a video frame: the square around the 17 2D joints' box,
+              box_margin x its larger extent (2.5 by default: every crop the default
+              training augmentation cuts lies inside, `data_config.crop_reach`), resized
+              to crop_size x crop_size; zero where the box leaves the frame (`c2f_vol.data.crops`).
   joints_2d   D2_Positions (17 of the 32, distortion included) through the crop's affine.
   joints_3d   D3_Positions_mono, 17 joints, that camera's frame, mm.
-  intrinsics  the camera's pinhole intrinsics through the same affine (distortion is not
-              stored, so projecting joints_3d misses joints_2d by the lens distortion:
-              a few pixels at most for these lenses).
-  subject 'S9', action (one of the 15 canonical names), camera '54138969', frame =
-  index in the video.
+  intrinsics  the camera's pinhole intrinsics through the same affine.
+  distortion  the camera's (k1, k2, k3, p1, p2): projecting joints_3d with it and the
+              intrinsics gives joints_2d; evaluation undistorts predictions with it.
+  joints_weight ones, joints_visible True (the release does not mark occlusion), has_3d True.
+  subject 'S9', action (one of the 15 canonical names), sequence (the take as the files
+  name it: 'Eating 2'), camera '54138969', frame = index in the video.
+  info.metadata records box_margin and crop_size; the pipeline refuses to train with an
+  augmentation that would reach beyond the stored crops.
 
 Policies
   * Splits: train = S1, S5, S6, S7, S8; test = S9, S11. An absent subject folder is
@@ -59,7 +63,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from c2f_vol import camera, skeleton
-from c2f_vol.data import crops, features
+from c2f_vol.data import crops, data_config, features
 from c2f_vol.data import h36m_files as files
 from c2f_vol.data import h36m_sides
 
@@ -94,8 +98,9 @@ class Human36mConfig(tfds.core.BuilderConfig):
     Attributes:
       train_stride, test_stride: keep every k-th video frame (50 fps) of train / test subjects.
       crop_size: side of the stored square person crop, pixels.
-      box_margin: context added on every side of the joints' box, as a fraction of its
-        larger extent (the crop side is (1 + 2 * box_margin) times that extent).
+      box_margin: the stored crop's side over the larger extent of the 17 joints' box (the
+        data config's meaning). Training needs at least its `data_config.crop_reach`
+        (2.475 for the default recipe); evaluation needs its data.box_margin (1.4).
       skip_bad_files: skip sequences with missing or unreadable files (summarised at
         the end) instead of stopping with an error.
       skip_sequences: fnmatch patterns of 'S11/Directions.54138969' (subject/sequence.camera)
@@ -105,8 +110,8 @@ class Human36mConfig(tfds.core.BuilderConfig):
 
     train_stride: int = 5
     test_stride: int = 5
-    crop_size: int = 256
-    box_margin: float = 0.25
+    crop_size: int = data_config.STORED_CROP_SIZE
+    box_margin: float = data_config.STORED_BOX_MARGIN
     skip_bad_files: bool = False
     skip_sequences: tuple[str, ...] = ("S11/Directions.54138969",)
 
@@ -116,8 +121,9 @@ class Human36mConfig(tfds.core.BuilderConfig):
                              f"test {self.test_stride}")
         if self.crop_size < 16:
             raise ValueError(f"crop_size must be >= 16 pixels; got {self.crop_size}")
-        if self.box_margin < 0:
-            raise ValueError(f"box_margin must be >= 0; got {self.box_margin}")
+        if self.box_margin < 1:
+            raise ValueError(f"box_margin (the crop side over the joints' extent) must be >= 1; got "
+                             f"{self.box_margin}")
         if isinstance(self.skip_sequences, str):
             raise ValueError("skip_sequences is a sequence of patterns, not one string")
         self.skip_sequences = tuple(self.skip_sequences)
@@ -133,12 +139,15 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
     """Human3.6M person crops with 17 2D/3D joints and crop intrinsics."""
 
     name = "human36m"
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES = {"1.0.0": "Person crops from the official videos, D2/D3_mono poses, sides "
-                              "decided from the geometry."}
+                              "decided from the geometry.",
+                     "2.0.0": "Crops of 2.5 x the 17 joints' extent at 448 px (room for the training "
+                              "augmentation), box_margin with the data config's meaning; the contract's "
+                              "distortion, sequence (take), joints_weight, joints_visible and has_3d."}
     # Train stride 5: the videos run at 50 fps, so neighbouring frames are
     # near-duplicates; every 5th frame (10 fps) keeps the pose variety and gives
-    # ~310k train crops (~6 GB of 256 px JPEGs), and matches the test protocol's
+    # ~310k train crops (~18 GB of 448 px JPEGs), and matches the test protocol's
     # sampling. Decoding every frame dominates the build time whatever the stride.
     # Test stride 5 is the original protocol; 64 is Sun et al.'s.
     BUILDER_CONFIGS = [
@@ -185,6 +194,8 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
         self.info.metadata["skipped"] = {}
         self.info.metadata["side_swaps"] = {}
         self.info.metadata["frame_size_mismatch"] = {}
+        self.info.metadata["box_margin"] = float(config.box_margin)
+        self.info.metadata["crop_size"] = int(config.crop_size)
 
         plan, problems = {}, []
         for split, split_subjects in _SPLIT_SUBJECTS.items():
@@ -248,10 +259,13 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
             n = _common_length(seq, n_video, len(pose3d), len(pose2d))
             pose3d, pose2d = self._fix_sides(seq, pose3d[:n], pose2d[:n], cam, sides)
             kept = np.arange(0, n, stride)
-            affines, joints_2d, intrinsics = crops.crop_geometry(pose2d[kept], cam.intrinsics,
+            # Boxed around the 17 joints, as the pipeline boxes them: both crops share a centre.
+            affines, joints_2d, intrinsics = crops.crop_geometry(skeleton.from_h36m32(pose2d[kept]), cam.intrinsics,
                                                                  config.crop_size, config.box_margin)
-            joints_2d = skeleton.from_h36m32(joints_2d)
             joints_3d = skeleton.from_h36m32(pose3d[kept])
+            located = {"distortion": cam.distortion.astype(np.float32),
+                       "joints_weight": np.ones(skeleton.NUM_JOINTS, np.float32),
+                       "joints_visible": np.ones(skeleton.NUM_JOINTS, bool), "has_3d": True}
             for index in range(n):
                 # grab() skips decoding-to-BGR of frames the stride leaves out.
                 if not capture.grab():
@@ -270,8 +284,10 @@ class Human36m(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
                     "joints_2d": joints_2d[i].astype(np.float32),
                     "joints_3d": joints_3d[i].astype(np.float32),
                     "intrinsics": intrinsics[i].astype(np.float32),
+                    **located,
                     "subject": seq.subject,
                     "action": seq.action,
+                    "sequence": seq.sequence,
                     "camera": seq.camera,
                     "frame": np.int32(index),
                 }

@@ -13,9 +13,15 @@ Batch elements (B = per-process batch, S = input_size, J = 17):
   intrinsics    float32 (B, 4) of the stored image
   root_depth_mm float32 (B,)
   joints_3d     float32 (B, J, 3) camera frame, mm (re-labelled with the flip)
+  distortion    float32 (B, 5) the lens (k1, k2, k3, p1, p2) of the stored image
+  joints_weight float32 (B, J) 1 = supervise the joint, 0 = the source does not locate it
+  has_3d        float32 (B,) 1 = depth and 3D are real, 0 = a 2D-only example (MPII)
   mask          float32 (B,) 1 for real examples, 0 for padding
   frame         int32 (B,)
-  subject, action, camera: string (B,), evaluation batches only
+  subject, action, sequence, camera: string (B,), evaluation batches only
+
+Examples made before the contract had distortion, joints_weight, joints_visible, has_3d and
+sequence (in-memory ones) read as a pinhole camera, every joint located, 3D, one take per action.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ import tensorflow_datasets as tfds
 from c2f_vol import camera, skeleton
 from c2f_vol.data import augment, builders
 from c2f_vol.errors import UserError
-from c2f_vol.data.data_config import default_data_config, resolve_data_config  # noqa: F401 (re-exported)
+from c2f_vol.data.data_config import crop_reach, default_data_config, resolve_data_config  # noqa: F401 (re-exported)
 
-_STRING_KEYS = ("subject", "action", "camera")
+_STRING_KEYS = ("subject", "action", "sequence", "camera")
 
 
 def _autotune(n: int) -> int:
@@ -89,6 +95,15 @@ def _process_split(split: str, process_index: int, process_count: int):
 # One example.
 
 
+def _with_defaults(example: dict) -> dict:
+    """`example` with the contract's newer fields filled where it lacks them (see the module docstring)."""
+    j = skeleton.NUM_JOINTS
+    defaults = {"distortion": lambda: tf.zeros([5]), "joints_weight": lambda: tf.ones([j]),
+                "joints_visible": lambda: tf.ones([j], tf.bool), "has_3d": lambda: tf.constant(True),
+                "sequence": lambda: example["action"]}
+    return {**{k: make() for k, make in defaults.items() if k not in example}, **example}
+
+
 def preprocess(example: dict, index, data_config, input_size: int, train: bool, seed=0,
                process_index=0) -> dict:
     """One example of the contract -> one element of a batch (see the module docstring).
@@ -104,16 +119,19 @@ def preprocess(example: dict, index, data_config, input_size: int, train: bool, 
         string metadata (subject, action, camera) is kept.
     """
     data_config = resolve_data_config(data_config)
+    example = _with_defaults(example)
     joints_2d = tf.cast(example["joints_2d"], tf.float32)
     joints_3d = tf.cast(example["joints_3d"], tf.float32)
+    weight = tf.cast(example["joints_weight"], tf.float32)
     if train:
         params = augment.sample_augmentation(augment.example_seed(seed, process_index, index), data_config)
     else:
         params = augment.identity_augmentation()
-    center, side = augment.person_box(joints_2d, data_config.box_margin)
+    center, side = augment.person_box(joints_2d, data_config.box_margin, weight)
     affine = camera.crop_affine(center, side * params["scale"], input_size, params["rotation_deg"], params["flip"])
     affine = tf.cast(affine, tf.float32)
     joints_uv, joints_3d = augment.crop_joints(affine, joints_2d, joints_3d, params["flip"])
+    (weight,) = augment.flip_labels(params["flip"], weight)
     pixels = augment.crop_image(example["image"], affine, input_size)
     image = augment.apply_color_gain(pixels, params["color_gain"]) if train else tf.saturate_cast(
         tf.round(pixels), tf.uint8)
@@ -126,6 +144,9 @@ def preprocess(example: dict, index, data_config, input_size: int, train: bool, 
         "intrinsics": tf.cast(example["intrinsics"], tf.float32),
         "root_depth_mm": root_depth,
         "joints_3d": joints_3d,
+        "distortion": tf.cast(example["distortion"], tf.float32),
+        "joints_weight": weight,
+        "has_3d": tf.cast(example["has_3d"], tf.float32),
         "mask": tf.constant(1.0),
         "frame": tf.cast(example["frame"], tf.int32),
     }
@@ -206,6 +227,7 @@ def train_dataset(builder, split: str, data_config, input_size: int, *, batch_si
     seed and process layout.
     """
     process_index, process_count = _process(process_index, process_count)
+    check_stored_crops(builder, data_config)
     n = builder.info.splits[_process_split(split, process_index, process_count)].num_examples
     return _train_batches(read_examples(builder, split, process_index, process_count), n, data_config, input_size,
                           batch_size, seed, start_step, process_index)
@@ -221,6 +243,76 @@ def train_dataset_from_examples(examples: tf.data.Dataset, data_config, input_si
     shard = examples.shard(process_count, process_index)
     return _train_batches(shard, _num_examples(shard), data_config, input_size, batch_size, seed, start_step,
                           process_index)
+
+
+class StoredCropError(UserError, ValueError):
+    """A dataset's stored person crops are smaller than the training crops would need."""
+
+
+def check_stored_crops(builder, data_config) -> None:
+    """Refuse to train on person crops (`info.metadata['box_margin']`) too small for this config's augmentation.
+
+    A builder that stores person crops records their box_margin; a crop cut beyond it would read black
+    where the frame had pixels, which the test crops never show. Whole frames (no record) always fit.
+    """
+    stored = builder.info.metadata.get("box_margin") if builder.info.metadata else None
+    if stored is None:
+        return
+    need = crop_reach(data_config)
+    if float(stored) + 1e-6 < need:
+        raise StoredCropError(
+            f"{builder.info.full_name} in {builder.data_dir} stores person crops of {float(stored):g} x the joints' "
+            f"extent, but this config's training crops reach {need:.3f} x (data.box_margin {data_config.box_margin} "
+            f"x scale up to {max(data_config.scale_clip[1], 1.0):g} x the rotated corners): they would read black "
+            f"beyond the stored pixels. Rebuild the dataset with a builder config whose box_margin >= {need:.3f}, "
+            f"or lower data.box_margin, data.scale_clip or data.rotation_clip_deg.")
+
+
+def mix_batch_sizes(mix, batch_size: int) -> list[int]:
+    """How many of each batch's `batch_size` examples each ((name, share), ...) of data.mix gives.
+
+    Shares are normalised and rounded by largest remainder, so the sizes sum to `batch_size`; a dataset
+    whose share rounds to no example at this batch size is refused.
+    """
+    names = [str(n) for n, _ in mix]
+    shares = np.asarray([float(w) for _, w in mix], np.float64)
+    if len(set(names)) != len(names) or not np.all(shares > 0):
+        raise UserError(f"data.mix must name distinct datasets with shares > 0; got {list(mix)}")
+    exact = shares / shares.sum() * batch_size
+    sizes = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - sizes), kind="stable")[:batch_size - sizes.sum()]:
+        sizes[i] += 1
+    if np.any(sizes == 0):
+        raise UserError(f"data.mix {list(mix)} at a per-process batch of {batch_size} gives "
+                        f"{dict(zip(names, sizes.tolist()))} examples per batch; every dataset needs at least 1: "
+                        f"raise batch_size or the smaller shares")
+    return sizes.tolist()
+
+
+def training_batches(data_config, input_size: int, *, batch_size: int, seed: int, start_step: int = 0,
+                     builder=None, process_index: int | None = None,
+                     process_count: int | None = None) -> tf.data.Dataset:
+    """The training stream of a config: `train_dataset` of data.name (`builder` when given), or of data.mix.
+
+    With data.mix every batch is the concatenation of one batch of each dataset (`mix_batch_sizes`), each
+    from its own `train_dataset` stream with its own seed, so the mix is deterministic and a resume at
+    `start_step` rebuilds it exactly.
+    """
+    data_config = resolve_data_config(data_config)
+    if not data_config.mix:
+        builder = builder or load_builder(data_config.name, data_config.data_dir)
+        return train_dataset(builder, data_config.train_split, data_config, input_size, batch_size=batch_size,
+                             seed=seed, start_step=start_step, process_index=process_index,
+                             process_count=process_count)
+    streams = []
+    for i, ((name, _), size) in enumerate(zip(data_config.mix, mix_batch_sizes(data_config.mix, batch_size))):
+        source = load_builder(str(name), data_config.data_dir)
+        streams.append(train_dataset(source, data_config.train_split, data_config, input_size, batch_size=size,
+                                     seed=seed + 7919 * i, start_step=start_step, process_index=process_index,
+                                     process_count=process_count))
+    ds = tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]})
+    return _options(ds.prefetch(_autotune(data_config.prefetch)), data_config)
 
 
 def _pad_batch(batch: dict, batch_size: int) -> dict:

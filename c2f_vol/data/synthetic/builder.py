@@ -240,8 +240,13 @@ def make_example(config: C2fSyntheticConfig, split: str, index: int, clips=None)
                                 np.float32),
         "joints_3d": joints_3d,
         "intrinsics": intrinsics,
+        "distortion": np.zeros(5, np.float32),  # the renderer's camera is a pinhole
+        "joints_weight": np.ones(skeleton.NUM_JOINTS, np.float32),
+        "joints_visible": np.ones(skeleton.NUM_JOINTS, bool),  # self-occlusion is not tracked
+        "has_3d": True,
         "subject": subject,
         "action": action,
+        "sequence": action,  # one take per pose family or BVH clip
         "camera": view_label(world, centre),
         "frame": np.int32(frame),
     }
@@ -255,8 +260,10 @@ class C2fSynthetic(features.OwnCodePath, tfds.core.GeneratorBasedBuilder):
     """Synthetic people: rendered whole frames with 17 2D/3D joints and intrinsics."""
 
     name = "c2f_synthetic"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Procedural and BVH poses, capsule renderer, Human3.6M-like cameras."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Procedural and BVH poses, capsule renderer, Human3.6M-like cameras.",
+                     "1.1.0": "The example contract's distortion (zeros), joints_weight, joints_visible, has_3d "
+                              "and sequence fields."}
     # Default sizes. `make demo` builds `procedural` on 2 shared cores before a
     # ~10 minute CPU training run: ~115 frames/s at 256 px (measured) makes its
     # 9000 frames ~80 s. 8000 train frames are 6 epochs of the demo's 3000 x 16
