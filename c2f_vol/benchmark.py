@@ -10,16 +10,25 @@ Timing rules, shared by every section:
   * step times are reported as median, min and max; images/s is batch / median.
 
 Train-step figures come from the same jitted step `train.Trainer` trains with.
-It is also compiled ahead of time (`jit.lower(...).compile()`) for the compile
-time, XLA's cost analysis (FLOPs) and XLA's memory plan of that executable;
+It is also traced and compiled ahead of time (`jit.trace(...).lower().compile()`)
+for the compile time, XLA's cost analysis (FLOPs), XLA's memory plan of that
+executable and the model FLOPs of the traced program (`jaxpr_matmul_flops`);
 the timed calls go through the jitted function itself, as training does. Inputs are random tensors of the right shapes: the
 step's cost does not depend on pixel values, and the input pipeline is
-measured on its own.
+measured on its own. The initial state is `Trainer.init_state()`'s, computed
+eagerly on the host (`on_host`) and placed on the mesh.
+
+`profile_summary` reads a `jax.profiler` trace (no TensorFlow): the top ops by
+device time, or by host time on a CPU-only backend. benchmarks/gpu.sh runs
+every GPU row of the project with these functions (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import gzip
+import json
 import os
 import statistics
 import tempfile
@@ -29,7 +38,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from c2f_vol import inference, skeleton, train
+from c2f_vol import inference, sharding, skeleton, train, train_state
 from c2f_vol.codec import VolumeCodec
 
 
@@ -105,6 +114,49 @@ def _memory_plan(compiled) -> dict:
     return plan
 
 
+def _sub_jaxprs(value):
+    if hasattr(value, "eqns"):
+        yield value
+    elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):  # a ClosedJaxpr
+        yield value.jaxpr
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _sub_jaxprs(v)
+
+
+def jaxpr_matmul_flops(jaxpr) -> float:
+    """2 x the multiply-adds of every convolution and dot_general in a (closed) jaxpr: the model's FLOPs
+    as the program is written, before XLA rewrites it (sub-jaxprs counted; a scan's body times its
+    length, the larger branch of a cond, a while body once). For a train step this is the usual
+    "model FLOPs" (forward + backward, about 3x the forward's), which a utilisation can be taken of
+    independently of how XLA's cost analysis counts the compiled program.
+    """
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "conv_general_dilated":
+            kernel = eqn.invars[1].aval.shape
+            rhs = eqn.params["dimension_numbers"].rhs_spec  # (out features, in features per group, spatial...)
+            per_output = kernel[rhs[1]] * float(np.prod([kernel[d] for d in rhs[2:]]))
+            total += 2.0 * float(np.prod(eqn.outvars[0].aval.shape)) * per_output
+        elif name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2.0 * float(np.prod(eqn.outvars[0].aval.shape)) * float(np.prod([lhs[d] for d in contract]))
+        subs = [j for v in eqn.params.values() for j in _sub_jaxprs(v)]
+        if not subs:
+            continue
+        counts = [jaxpr_matmul_flops(j) for j in subs]
+        if name == "scan":
+            total += float(eqn.params.get("length", 1)) * sum(counts)
+        elif name == "cond":
+            total += max(counts)
+        else:
+            total += sum(counts)
+    return total
+
+
 def device_peak_bytes() -> int | None:
     """Peak bytes in use on the first local device since start-up (None where the backend does not track it)."""
     stats = jax.local_devices()[0].memory_stats() or {}
@@ -112,24 +164,73 @@ def device_peak_bytes() -> int | None:
     return int(peak) if peak is not None else None
 
 
+def on_host(fn: Callable[[], Any]):
+    """`fn()` computed eagerly on the host CPU backend (its arrays live there until placed).
+
+    Used for the benchmarks' initial variables and train state: jit-compiling the initialiser of the
+    53.6 M released model (one XLA program of ~1,500 random initialisers) took 55 s on a 2-core CPU,
+    eager initialisation on the host 11 s the first time in a process; where the accelerator would
+    have compiled that program for every benchmarked row.
+    """
+    try:
+        cpu = jax.local_devices(backend="cpu")[0]
+    except RuntimeError:  # no CPU backend (JAX_PLATFORMS names only the accelerator): the default device
+        return fn()
+    with jax.default_device(cpu):
+        return fn()
+
+
 def benchmark_train(config, *, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0,
-                    profile_dir: str | None = None) -> dict:
+                    profile_dir: str | None = None, profile_steps: int = 3,
+                    on_compiled: Callable[[dict], None] | None = None) -> dict:
     """Time the training step of `config` at its global `batch_size`.
 
     Returns step times, images/s, compile time, XLA's FLOPs per step, achieved
     TFLOP/s, utilisation of `peak_tflops` (one device's peak, when > 0; the
-    mesh's peak is that times the device count) and memory: XLA's plan for the
+    mesh's peak is that times the device count), the same from the model FLOPs
+    of the traced step (`jaxpr_matmul_flops`: convolutions and matmuls as
+    written; XLA's count of the compiled step can differ from it: on the CPU it
+    is ~1.5x for the released model) and memory: XLA's plan for the
     step on one device and, where the backend tracks it, the first device's
     peak bytes in use.
-    With `profile_dir`, a `jax.profiler` trace of 3 further steps is written there.
+    With `profile_dir`, a `jax.profiler` trace of `profile_steps` further steps
+    is written there (`profile_summary` reads it).
+    `on_compiled`, if given, is called with the row's figures known once the step
+    is compiled (compile time, FLOPs, memory plan), before any step runs: a caller
+    that may be stopped during the timed steps can keep them.
     """
     trainer = train.Trainer(config)
     batch_size = int(config.batch_size)
     trainer_batch = trainer.put(random_train_batch(trainer.codec, batch_size, config.seed))
-    state = trainer.init_state()
+    # The state `trainer.init_state()` makes (the same initial values), built on the host and replicated
+    # onto the mesh as that function's output is.
+    state = jax.device_put(on_host(lambda: train_state.create(trainer.network, trainer.tx)),
+                           sharding.replicated(trainer.mesh))
     t0 = time.perf_counter()
-    compiled = trainer.train_step.lower(state, trainer_batch).compile()
-    compile_s = time.perf_counter() - t0
+    traced = trainer.train_step.trace(state, trainer_batch)
+    compiled = traced.lower().compile()
+    compile_s = time.perf_counter() - t0  # trace + lower + compile
+    devices = trainer.mesh.devices.size
+    result = {
+        "section": "train",
+        "batch_size": batch_size,
+        "dtype": str(config.model.dtype),
+        "arch": str(config.model.arch),
+        "loss": str(config.loss.kind),
+        "backend": jax.default_backend(),
+        "device_kind": jax.local_devices()[0].device_kind,
+        "devices": devices,
+        "params": trainer.network.num_params,
+        "compile_s": compile_s,
+    }
+    # XLA's analyses describe one device's program of the SPMD step: FLOPs are scaled to the whole mesh.
+    flops = _cost_flops(compiled)
+    result["flops_per_step"] = flops * devices if flops else None
+    # The traced step is the global (whole-mesh) computation.
+    result["model_flops_per_step"] = jaxpr_matmul_flops(traced.jaxpr) or None
+    result["memory_plan_bytes_per_device"] = _memory_plan(compiled)
+    if on_compiled is not None:
+        on_compiled(dict(result))
 
     def step():
         # The jitted function, as training calls it (its C++ fast path), not the AOT object.
@@ -138,31 +239,133 @@ def benchmark_train(config, *, steps: int = 20, warmup: int = 3, peak_tflops: fl
         jax.block_until_ready(metrics["loss"])
 
     times = time_calls(step, steps, warmup)
-    if profile_dir:
+    if profile_dir and profile_steps > 0:
         with jax.profiler.trace(profile_dir):
-            for _ in range(3):
+            for _ in range(profile_steps):
                 step()
-    result = {
-        "section": "train",
-        "batch_size": batch_size,
-        "dtype": str(config.model.dtype),
-        "loss": str(config.loss.kind),
-        "devices": trainer.mesh.devices.size,
-        "params": trainer.network.num_params,
-        "compile_s": compile_s,
-        **_summary(times, batch_size),
-    }
-    # XLA's analyses describe one device's program of the SPMD step: FLOPs are scaled to the whole mesh.
-    flops = _cost_flops(compiled)
-    flops = flops * result["devices"] if flops else None
-    result["flops_per_step"] = flops
+    result.update(_summary(times, batch_size))
+    flops = result["flops_per_step"]
     result["tflops_per_sec"] = flops / result["median_s"] / 1e12 if flops else None
     result["peak_tflops"] = peak_tflops or None  # per device
-    result["utilisation"] = (result["tflops_per_sec"] / (peak_tflops * result["devices"])
+    result["utilisation"] = (result["tflops_per_sec"] / (peak_tflops * devices)
                              if flops and peak_tflops > 0 else None)
-    result["memory_plan_bytes_per_device"] = _memory_plan(compiled)
+    model_flops = result["model_flops_per_step"]
+    result["model_tflops_per_sec"] = model_flops / result["median_s"] / 1e12 if model_flops else None
+    result["model_utilisation"] = (result["model_tflops_per_sec"] / (peak_tflops * devices)
+                                   if model_flops and peak_tflops > 0 else None)
     result["device_peak_bytes"] = device_peak_bytes()
     return result
+
+
+# ---------------------------------------------------------------------------
+# Profile summary.
+
+# Lines of a device plane that the profiler derives from the others (one event per step or per
+# module): counted in neither the ops nor the kernels.
+_DERIVED_LINES = ("XLA Modules", "Steps", "Framework Name Scope", "Framework Ops", "Source code",
+                  "XLA TraceMe", "TensorFlow Name Scope", "TensorFlow Ops")
+
+
+# Host events of the CPU runtime's own bookkeeping (thread pools, waits, rendezvous of the devices'
+# threads), left out of a host profile's ops.
+_HOST_RUNTIME_EVENTS = ("ThreadpoolListener", "ThunkExecutor", "Wait", "Rendezvous", "InvokeRendezvous", "end: ")
+
+
+def _trace_events(trace_dir: str):
+    """(plane, line, name, duration_ns, stats) of every event of the newest trace under `trace_dir`.
+
+    Reads the XSpace protobuf (`*.xplane.pb`) with `jax.profiler.ProfileData`; where that reader is
+    missing, the trace-viewer JSON (`*.trace.json.gz`) that the profiler writes beside it. Neither
+    needs TensorFlow or TensorBoard. Returns (path read, events).
+    """
+    runs = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*")), key=os.path.getmtime)
+    if not runs:
+        raise FileNotFoundError(f"no jax.profiler trace under {trace_dir} (expected plugins/profile/<run>/)")
+    run = runs[-1]
+    xplanes = sorted(glob.glob(os.path.join(run, "*.xplane.pb")))
+    reader = getattr(jax.profiler, "ProfileData", None)
+    if xplanes and reader is not None:
+        events = []
+        for path in xplanes:
+            for plane in reader.from_file(path).planes:
+                for line in plane.lines:
+                    for e in line.events:
+                        events.append((plane.name, line.name, e.name, float(e.duration_ns), e.stats))
+        return xplanes[0], events
+    jsons = sorted(glob.glob(os.path.join(run, "*.trace.json.gz"))) or sorted(
+        glob.glob(os.path.join(run, "perfetto_trace.json.gz")))
+    if not jsons:
+        raise FileNotFoundError(f"no *.xplane.pb reader and no *.trace.json.gz in {run}")
+    with gzip.open(jsons[0], "rt") as fh:
+        trace = json.load(fh)
+    planes, lines, events = {}, {}, []
+    for ev in trace.get("traceEvents", []):
+        if ev.get("ph") == "M" and ev.get("name") == "process_name":
+            planes[ev.get("pid")] = ev.get("args", {}).get("name", "")
+        elif ev.get("ph") == "M" and ev.get("name") == "thread_name":
+            lines[(ev.get("pid"), ev.get("tid"))] = ev.get("args", {}).get("name", "")
+    for ev in trace.get("traceEvents", []):
+        if ev.get("ph") == "X":
+            events.append((planes.get(ev.get("pid"), ""), lines.get((ev.get("pid"), ev.get("tid")), ""),
+                           ev.get("name", ""), 1000.0 * float(ev.get("dur", 0.0)), ev.get("args", {}).items()))
+    return jsons[0], events
+
+
+def _top(named_durations, top: int, total_ns: float) -> list[dict]:
+    agg: dict[str, list] = {}
+    for name, dur, detail in named_durations:
+        entry = agg.setdefault(name, [0.0, 0, detail])
+        entry[0] += dur
+        entry[1] += 1
+    rows = sorted(agg.items(), key=lambda kv: -kv[1][0])[:top]
+    return [{"name": name, "total_ms": ns / 1e6, "count": n, "share": ns / total_ns if total_ns else None,
+             **({"detail": detail} if detail else {})} for name, (ns, n, detail) in rows]
+
+
+def profile_summary(trace_dir: str, top: int = 10, steps: int = 0) -> dict:
+    """The ops that took the most time in the newest `jax.profiler` trace under `trace_dir`.
+
+    On a GPU or TPU the device planes are read: ops are the events of their `XLA Ops` line (one
+    per HLO op executed), or, where the trace has no such line, the kernels on the stream lines
+    grouped by the HLO op each kernel belongs to (its `hlo_op` stat; the kernel's name otherwise);
+    kernels are the stream lines' events by kernel name. On a CPU-only backend, where no device
+    plane holds events, the host plane's XLA runtime threads are read instead (`source` 'host':
+    nested regions are each counted, so shares can add up to more than 1). `total_ms` is the time
+    summed over the events counted; with `steps`, `per_step_ms` divides it by them.
+    """
+    path, events = _trace_events(trace_dir)
+    device = [e for e in events if e[0].startswith("/device:") and e[3] > 0]
+    if device:
+        source = "device"
+        op_events = [e for e in device if e[1] == "XLA Ops"]
+        stream_events = [e for e in device if e[1] != "XLA Ops" and e[1] not in _DERIVED_LINES]
+
+        def op_of(e):
+            stats = dict(e[4])
+            return str(stats.get("hlo_op") or e[2])
+
+        # Detail: an XLA op's HLO text where the trace has it; for ops read off the streams, a kernel's name.
+        ops_in = ([(e[2], e[3], str(dict(e[4]).get("long_name", ""))[:160]) for e in op_events] if op_events
+                  else [(op_of(e), e[3], e[2][:120]) for e in stream_events])
+        kernels_in = [(e[2], e[3], "") for e in stream_events]
+    else:
+        source = "host"
+        host = [e for e in events if e[0].startswith("/host:CPU") and e[1] != "python" and e[3] > 0
+                and not e[2].startswith(_HOST_RUNTIME_EVENTS)]
+        ops_in, kernels_in = [(e[2], e[3], "") for e in host], []
+    total_ns = sum(d for _, d, _ in ops_in)
+    lines: dict[str, int] = {}
+    for e in (device or events):
+        key = f"{e[0]} | {e[1]}"
+        lines[key] = lines.get(key, 0) + 1
+    out = {"section": "profile", "source": source, "trace": path, "events": len(events),
+           "lines": dict(sorted(lines.items(), key=lambda kv: -kv[1])[:20]),
+           "total_ms": total_ns / 1e6, "steps": steps or None,
+           "per_step_ms": total_ns / 1e6 / steps if steps else None,
+           "top_ops": _top(ops_in, top, total_ns)}
+    if kernels_in:
+        out["top_kernels"] = _top(kernels_in, top, sum(d for _, d, _ in kernels_in))
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -225,33 +428,48 @@ def _saved_model_dir(network, variables, path: str | None):
 
 
 def benchmark_inference(config, *, batch_sizes=(1, 32), steps: int = 20, warmup: int = 3,
-                        saved_model: str | None = None) -> list[dict]:
+                        saved_model: str | None = None, runtimes=("jax", "savedmodel")) -> list[dict]:
     """Images/s and per-batch latency of the jitted JAX model and of the reloaded SavedModel.
 
     Both run the `serving_default` computation (crop-frame joints and confidence)
     from a host uint8 batch to host results. They are timed in alternating
     blocks (`time_interleaved`), so a change in the machine's load during the
     run affects both alike and their ratio stays fair. Weights are freshly initialised unless `saved_model` names an
-    exported model of the same config.
+    exported model of the same config. `runtimes=("jax",)` times JAX alone and needs no
+    TensorFlow. JAX rows carry the compile time of that batch size's executable.
     """
-    from c2f_vol import export  # function-level: keeps TensorFlow off the TF-free train section
-
+    unknown = sorted(set(runtimes) - {"jax", "savedmodel"})
+    if unknown or not runtimes:
+        raise ValueError(f"runtimes are 'jax' and/or 'savedmodel'; got {list(runtimes)}")
     network = inference.Network(config)
     s = network.codec.input_size
     jax_fn = network.jitted_crop_fn()
     # One device, as a served model runs.
-    variables = jax.device_put(network.init_variables(), jax.local_devices()[0])
+    variables = jax.device_put(on_host(network.init_variables), jax.local_devices()[0])
     rng = np.random.default_rng(config.seed)
     rows = []
-    with _saved_model_dir(network, variables, saved_model) as path:
-        served = export.ServedModel(path)
+    with contextlib.ExitStack() as stack:
+        served = None
+        if "savedmodel" in runtimes:
+            from c2f_vol import export  # function-level: keeps TensorFlow off the TF-free train section
+
+            served = export.ServedModel(stack.enter_context(_saved_model_dir(network, variables, saved_model)))
         for b in batch_sizes:
             images = rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8)
-            calls = {"jax": lambda: jax.device_get(jax_fn(variables, images)),
-                     "savedmodel": lambda: served.crop(images)}
-            for runtime, times in time_interleaved(calls, steps, warmup, rounds=min(4, steps)).items():
-                rows.append({"section": "inference", "runtime": runtime, "batch_size": b, **_summary(times, b),
-                             "latency_ms": 1000 * statistics.median(times)})
+            t0 = time.perf_counter()
+            jax_fn.lower(variables, images).compile()  # the jitted function's own cache keeps it
+            compile_s = time.perf_counter() - t0
+            calls = {}
+            if "jax" in runtimes:
+                calls["jax"] = lambda: jax.device_get(jax_fn(variables, images))
+            if served is not None:
+                calls["savedmodel"] = lambda: served.crop(images)
+            rounds = min(4, steps) if len(calls) > 1 else 1
+            for runtime, times in time_interleaved(calls, steps, warmup, rounds=rounds).items():
+                rows.append({"section": "inference", "runtime": runtime, "batch_size": b,
+                             "dtype": str(config.model.dtype), **_summary(times, b),
+                             "latency_ms": 1000 * statistics.median(times),
+                             **({"compile_s": compile_s} if runtime == "jax" else {})})
     return rows
 
 
@@ -295,6 +513,7 @@ def format_table(results: list[dict]) -> str:
                 f"step {1000 * r['median_s']:8.1f} ms (min {1000 * r['min_s']:.1f}, max {1000 * r['max_s']:.1f})  "
                 f"compile {r['compile_s']:.1f} s  {_fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '.1f')} "
                 f"GFLOP/step  {_fmt(r['tflops_per_sec'], '.3f')} TFLOP/s  util {_fmt(r['utilisation'], '.1%')}  "
+                f"MFU {_fmt(r.get('model_utilisation'), '.1%')}  "
                 f"mem {_fmt(mem and mem / 2**30, '.2f')} GiB")
         elif r["section"] == "pipeline":
             lines.append(f"pipeline  batch {r['batch_size']:>4} threads {r['threads']:>2}  {r['images_per_sec']:9.1f} "
@@ -302,6 +521,12 @@ def format_table(results: list[dict]) -> str:
         elif r["section"] == "inference":
             lines.append(f"infer     batch {r['batch_size']:>4} {r['runtime']:>10}  {r['images_per_sec']:9.1f} img/s  "
                          f"latency {r['latency_ms']:8.2f} ms (min {1000 * r['min_s']:.2f}, max {1000 * r['max_s']:.2f})")
+        elif r["section"] == "profile":
+            per = f" ({r['per_step_ms']:.2f} ms per step)" if r.get("per_step_ms") else ""
+            lines.append(f"profile   {r['source']} time {r['total_ms']:.2f} ms{per}; top ops:")
+            for k, op in enumerate(r["top_ops"], 1):
+                lines.append(f"  {k:>2}. {op['total_ms']:9.3f} ms  {_fmt(op['share'], '6.1%')}  x{op['count']:<5d} "
+                             f"{op['name'][:90]}")
         elif r["section"] == "summary":
             lines.append("summary   " + "  ".join(f"{k} {_fmt(v, '.2f')}" for k, v in r.items() if k != "section"))
     return "\n".join(lines)

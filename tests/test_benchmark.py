@@ -205,16 +205,17 @@ def test_pipeline_reads_the_prepared_dataset_or_renders_frames(tiny_dataset, tmp
 def test_stand_ins_are_shaped_like_the_stored_dataset():
     import tensorflow as tf
 
-    from c2f_vol.data import stand_ins
+    from c2f_vol.data import data_config, stand_ins
 
+    size, margin = data_config.STORED_CROP_SIZE, data_config.STORED_BOX_MARGIN  # what the builder stores
     crops, what = stand_ins.stand_in_examples("human36m", 2, seed=1)
-    assert "256x256 person crops" in what
+    assert f"{size}x{size} person crops (box margin {margin})" in what
     for ex in crops.as_numpy_iterator():
-        assert tf.io.decode_jpeg(ex["image"]).shape == (256, 256, 3)
-        # The builder's box: the joints' larger extent is 1 / (1 + 2 * 0.25) of the side, centred.
+        assert tf.io.decode_jpeg(ex["image"]).shape == (size, size, 3)
+        # The builder's box: the joints' larger extent is 1 / box_margin of the side, centred.
         lo, hi = ex["joints_2d"].min(0), ex["joints_2d"].max(0)
-        assert (hi - lo).max() == pytest.approx(256 / 1.5, rel=1e-3)
-        np.testing.assert_allclose((lo + hi) / 2, [127.5, 127.5], atol=0.05)
+        assert (hi - lo).max() == pytest.approx(size / margin, rel=1e-3)
+        np.testing.assert_allclose((lo + hi) / 2, [(size - 1) / 2] * 2, atol=0.05)
         # The crop's intrinsics still project the 3D joints onto the 2D joints (the renderer has no distortion).
         np.testing.assert_allclose(camera.project(ex["joints_3d"], ex["intrinsics"]), ex["joints_2d"], atol=0.05)
     frames, what = stand_ins.stand_in_examples("c2f_synthetic/tiny", 1)
@@ -258,3 +259,110 @@ def test_benchmark_cli_writes_every_section(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), f"--config={TINY}",
                           "--sections=train,bogus"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "bogus" in bad.stderr
+
+
+def _trace_a_jitted_function(trace_dir):
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())
+    x = jnp.ones((128, 128))
+    f(x).block_until_ready()
+    with jax.profiler.trace(str(trace_dir)):
+        for _ in range(3):
+            f(x).block_until_ready()
+
+
+def test_profile_summary_reads_the_trace_without_tensorflow(tmp_path, monkeypatch):
+    _trace_a_jitted_function(tmp_path)
+    s = benchmark.profile_summary(str(tmp_path), top=3, steps=3)
+    # A CPU backend has no device plane: the host's XLA threads are read.
+    assert s["section"] == "profile" and s["source"] == "host" and s["trace"].endswith(".xplane.pb")
+    assert 1 <= len(s["top_ops"]) <= 3 and s["total_ms"] > 0
+    assert s["per_step_ms"] == pytest.approx(s["total_ms"] / 3)
+    ops = s["top_ops"]
+    assert all(a["total_ms"] >= b["total_ms"] for a, b in zip(ops, ops[1:]))  # most time first
+    assert all(op["count"] >= 1 and 0 < op["share"] <= 1 for op in ops)
+    assert not any(op["name"].startswith(("ThunkExecutor", "ThreadpoolListener")) for op in ops)
+    # Where jax.profiler.ProfileData is missing, the trace-viewer JSON beside the protobuf gives the same ops.
+    monkeypatch.setattr(benchmark.jax.profiler, "ProfileData", None)
+    from_json = benchmark.profile_summary(str(tmp_path), top=3, steps=3)
+    assert from_json["trace"].endswith(".trace.json.gz")
+    assert [op["name"] for op in from_json["top_ops"]] == [op["name"] for op in ops]
+    assert from_json["total_ms"] == pytest.approx(s["total_ms"], rel=0.01)
+    text = benchmark.format_table([s])
+    assert text.splitlines()[0].startswith("profile   host time") and ops[0]["name"] in text
+    with pytest.raises(FileNotFoundError, match="no jax.profiler trace"):
+        benchmark.profile_summary(str(tmp_path / "empty"))
+
+
+def test_inference_runtimes_are_checked_before_any_work():
+    for bad in ((), ("jax", "onnx")):
+        with pytest.raises(ValueError, match="runtimes"):
+            benchmark.benchmark_inference(_tiny(), runtimes=bad)
+
+
+@pytest.mark.slow  # compiles the tiny model's step and its inference at two batch sizes
+def test_train_reports_its_compiled_figures_early_and_inference_runs_jax_alone():
+    seen = []
+    row = benchmark.benchmark_train(_tiny(batch_size=2), steps=1, warmup=1, on_compiled=seen.append)
+    assert len(seen) == 1 and "median_s" not in seen[0]  # called before any step was timed
+    assert {k: row[k] for k in seen[0]} == seen[0] and seen[0]["compile_s"] > 0
+    assert row["arch"] == "uniform" and row["loss"] == "both" and row["backend"] == "cpu"
+    rows = benchmark.benchmark_inference(_tiny(), batch_sizes=(1, 2), steps=2, warmup=1, runtimes=("jax",))
+    assert [(r["runtime"], r["batch_size"]) for r in rows] == [("jax", 1), ("jax", 2)]
+    assert all(r["compile_s"] > 0 and r["images_per_sec"] > 0 and r["dtype"] == "float32" for r in rows)
+
+
+_GPU_XSPACE = '''
+planes {
+  id: 1
+  name: "/device:GPU:0"
+  lines {
+    id: 1
+    name: "Stream #13(Compute)"
+    timestamp_ns: 1000
+    events { metadata_id: 1 offset_ps: 0 duration_ps: 5000000 stats { metadata_id: 1 str_value: "convolution.2" } }
+    events { metadata_id: 2 offset_ps: 6000000 duration_ps: 1000000 stats { metadata_id: 1 str_value: "fusion.1" } }
+    events { metadata_id: 1 offset_ps: 8000000 duration_ps: 3000000 stats { metadata_id: 1 str_value: "convolution.2" } }
+    events { metadata_id: 4 offset_ps: 12000000 duration_ps: 2000000 stats { metadata_id: 1 str_value: "convolution.7" } }
+  }
+  lines {
+    id: 2
+    name: "XLA Modules"
+    timestamp_ns: 1000
+    events { metadata_id: 3 offset_ps: 0 duration_ps: 14000000 }
+  }
+  event_metadata { key: 1 value { id: 1 name: "sm90_xmma_fprop_implicit_gemm_bf16" } }
+  event_metadata { key: 2 value { id: 2 name: "loop_add_fusion" } }
+  event_metadata { key: 3 value { id: 3 name: "jit__train_step" } }
+  event_metadata { key: 4 value { id: 4 name: "sm90_xmma_dgrad_implicit_gemm_bf16" } }
+  stat_metadata { key: 1 value { id: 1 name: "hlo_op" } }
+}
+planes {
+  id: 2
+  name: "/host:CPU"
+  lines { id: 3 name: "python" timestamp_ns: 1000 events { metadata_id: 1 offset_ps: 0 duration_ps: 90000000 } }
+  event_metadata { key: 1 value { id: 1 name: "train_step" } }
+}
+'''
+
+
+def test_profile_summary_reads_a_gpus_kernels_by_hlo_op(tmp_path):
+    """A trace shaped like a GPU's (the kernels on stream lines, each naming its HLO op): ops are summed
+    over their kernels, kernels by name, the derived module line and the host left out."""
+    import jax
+
+    run = tmp_path / "plugins" / "profile" / "2026_12_01"
+    run.mkdir(parents=True)
+    (run / "gpu.xplane.pb").write_bytes(jax.profiler.ProfileData.text_proto_to_serialized_xspace(_GPU_XSPACE))
+    s = benchmark.profile_summary(str(tmp_path), top=10, steps=2)
+    assert s["source"] == "device" and s["total_ms"] == pytest.approx(0.011)
+    assert s["per_step_ms"] == pytest.approx(0.0055)
+    assert [(op["name"], op["count"]) for op in s["top_ops"]] == [("convolution.2", 2), ("convolution.7", 1),
+                                                                   ("fusion.1", 1)]
+    assert s["top_ops"][0]["total_ms"] == pytest.approx(0.008) and s["top_ops"][0]["share"] == pytest.approx(8 / 11)
+    assert s["top_ops"][0]["detail"] == "sm90_xmma_fprop_implicit_gemm_bf16"  # a kernel of the op
+    assert [k["name"] for k in s["top_kernels"]] == ["sm90_xmma_fprop_implicit_gemm_bf16",
+                                                     "sm90_xmma_dgrad_implicit_gemm_bf16", "loop_add_fusion"]
+    assert s["lines"] == {"/device:GPU:0 | Stream #13(Compute)": 4, "/device:GPU:0 | XLA Modules": 1}
