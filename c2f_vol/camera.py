@@ -259,13 +259,23 @@ def crop_to_camera(joints_crop, affine, intrinsics, root_depth_mm, distortion=No
       affine: (..., 2, 3) image-to-crop affine (`crop_affine`).
       intrinsics: (..., 4) of the image the affine was taken from.
       root_depth_mm: (...) absolute depth Z of the root joint.
-      distortion: optional (..., 5) lens distortion of that image: the predicted pixels are where
-        the lens put the joints (as in the training labels), so they are undistorted first.
+      distortion: optional (..., 5) lens distortion of that image (`crop_to_pinhole`).
     Returns:
       (..., J, 3) camera-frame joints, mm.
     """
-    return back_project(crop_to_image(joints_crop[..., :2], affine), joints_crop[..., 2] + root_depth_mm[..., None],
-                        intrinsics, distortion)
+    return back_project(crop_to_pinhole(joints_crop[..., :2], affine, intrinsics, distortion),
+                        joints_crop[..., 2] + root_depth_mm[..., None], intrinsics)
+
+
+def crop_to_pinhole(uv_crop, affine, intrinsics, distortion=None):
+    """(..., J, 2) crop pixels -> where a pinhole camera with `intrinsics` images those joints.
+
+    The predicted pixels are where the lens put the joints (as in the training labels), so with
+    `distortion` (..., 5) they are undistorted; without it they are taken as a pinhole's. A caller that
+    needs them twice (the root search, then the lifting) computes them once here.
+    """
+    image_uv = crop_to_image(uv_crop, affine)
+    return image_uv if distortion is None else undistort_pixels(image_uv, intrinsics, distortion)
 
 
 def crop_to_image(uv_crop, affine):

@@ -57,17 +57,15 @@ def collect(predict_fn: PredictFn, batches: Iterable[dict], *, flip_test: bool =
         # The labels are where the lens put the joints, so predictions are too: undistorted before lifting.
         dist = np.asarray(batch["distortion"], np.float64)[keep] if "distortion" in batch else None
         gt = np.asarray(batch["joints_3d"], np.float64)[keep]
-        out["pred_3d"].append(camera.crop_to_camera(joints, affine, intr,
-                                                    np.asarray(batch["root_depth_mm"], np.float64)[keep], dist))
+        pinhole_uv = camera.crop_to_pinhole(joints[..., :2], affine, intr, dist)  # once, for both roots
+        gt_root = np.asarray(batch["root_depth_mm"], np.float64)[keep]
+        out["pred_3d"].append(camera.back_project(pinhole_uv, joints[..., 2] + gt_root[:, None], intr))
         out["gt_3d"].append(gt)
         if root_depth == "limbs":
-            image_uv = camera.crop_to_image(joints[..., :2], affine)
-            if dist is not None:
-                image_uv = camera.undistort_pixels(image_uv, intr, dist)
-            z = np.asarray(rootdepth.search_root_depth(image_uv.astype(np.float32), joints[..., 2].astype(np.float32),
+            z = np.asarray(rootdepth.search_root_depth(pinhole_uv.astype(np.float32), joints[..., 2].astype(np.float32),
                                                        intr.astype(np.float32), bone_lengths_mm), np.float64)
             out["root_depth_mm_limbs"].append(z)
-            out["pred_3d_limbs"].append(camera.crop_to_camera(joints, affine, intr, z, dist))
+            out["pred_3d_limbs"].append(camera.back_project(pinhole_uv, joints[..., 2] + z[:, None], intr))
         # The take ('Eating 2'); a batch without takes has one per action.
         for k in ("action", "subject", "camera", "sequence"):
             out[k].extend(_texts(batch[k if k in batch else "action"], keep))

@@ -120,9 +120,10 @@ def make_camera_fn(network: Network, bone_lengths_mm):
         joints, conf = crop_fn(variables, images)
         affine = camera.crop_affine(box[..., :2], box[..., 2], size)
         image_uv = camera.crop_to_image(joints[..., :2], affine)
-        pinhole_uv = camera.undistort_pixels(image_uv, intrinsics, distortion)
+        pinhole_uv = camera.undistort_pixels(image_uv, intrinsics, distortion)  # once: search and lifting
         root = rootdepth.search_root_depth(pinhole_uv, joints[..., 2], intrinsics, bones)
-        return camera.crop_to_camera(joints, affine, intrinsics, root, distortion), root, image_uv, conf
+        cam = camera.back_project(pinhole_uv, joints[..., 2] + root[..., None], intrinsics)
+        return cam, root, image_uv, conf
 
     return fn
 
