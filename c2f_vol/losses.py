@@ -184,31 +184,60 @@ def heatmap_mse_xy(logits, coords, codec: VolumeCodec, level: int):
     return depth_energy_share(codec, level) * err
 
 
-def _js(log_p, q):
-    """JS(p || q) in nats over the last axis, from log p and q (normalised)."""
+_JS_EPS = 1e-30  # keeps log m finite where both densities underflow
+
+
+def _js(log_p, q, q_log_q):
+    """JS(p || q) in nats over the axes after (B, J), from log p, q (normalised) and their sum(q log q) (B, J).
+
+    Every operand keeps the volume's own axes (no flattening: on CPU, XLA's
+    fused loops over a reshaped broadcast target with a log were several times
+    slower than over the unflattened axes).
+    """
+    axes = tuple(range(2, log_p.ndim))
     p = jnp.exp(log_p)
     log_m = jnp.log(0.5 * (p + q) + 1e-30)
-    kl_pm = jnp.sum(p * (log_p - log_m), axis=-1)
-    kl_qm = jnp.sum(jax.scipy.special.xlogy(q, q) - q * log_m, axis=-1)
-    return 0.5 * (kl_pm + kl_qm)
+    return 0.5 * (jnp.sum(p * (log_p - log_m), axis=axes) + q_log_q - jnp.sum(q * log_m, axis=axes))
 
 
-def _normalised(q):
-    return q / jnp.maximum(jnp.sum(q, axis=-1, keepdims=True), 1e-12)
+def _normalised_target(profiles, denominator_floor: float = 1e-12):
+    """A separable target divided by its sum, and its sum of q log q, from its 1-D profiles.
+
+    Args:
+      profiles: (B, J, n_k) non-negative 1-D factors, outermost axis first
+        (`VolumeCodec.gaussian_profiles`).
+    Returns:
+      q (B, J, n_1, ..., n_K), their outer product over max(its sum, floor); and
+      (B, J) sum(q log q) with 0 log 0 = 0, computed without a log per voxel:
+      for q = prod_k g_k / Z, sum q log q = sum_k (sum g_k log g_k) prod_{l != k} S_l / Z
+      - (S / Z) log Z, with S_k the sum of g_k, S their product and Z = max(S, floor).
+    """
+    sums = [jnp.sum(g, axis=-1) for g in profiles]
+    total = functools.reduce(jnp.multiply, sums)
+    z = jnp.maximum(total, denominator_floor)
+    entropy_terms = jnp.zeros_like(total)
+    for k, g in enumerate(profiles):
+        others = functools.reduce(jnp.multiply, [s for i, s in enumerate(sums) if i != k], jnp.ones_like(total))
+        entropy_terms = entropy_terms + jnp.sum(jax.scipy.special.xlogy(g, g), axis=-1) * others
+    k = len(profiles)
+    q = (1.0 / z).reshape(z.shape + (1,) * k)
+    for i, g in enumerate(profiles):
+        q = q * g.reshape(g.shape[:2] + (1,) * i + g.shape[2:] + (1,) * (k - 1 - i))
+    return q, entropy_terms / z - (total / z) * jnp.log(z)
 
 
 def _js_parts(logits, coords, codec: VolumeCodec, level: int, with_xy: bool):
     """(3D JS (B, J), 2D JS (B, J) or None), sharing one softmax of the volume."""
-    b, j, d, h, w = logits.shape
-    log_p = jax.nn.log_softmax(logits.astype(jnp.float32).reshape(b, j, -1), axis=-1)
-    full = _js(log_p, _normalised(codec.gaussian_targets(coords, level).reshape(b, j, -1)))
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=(2, 3, 4))
+    gz, gy, gx = codec.gaussian_profiles(coords, level)
+    full = _js(log_p, *_normalised_target((gz, gy, gx)))
     if not with_xy:
         return full, None
     # The x, y marginal of the softmax: its sum over depth (the exp of log_p again, which XLA
     # shares with the 3D term's); 1e-30 keeps the log and its gradient finite where it underflows.
-    p_xy = jnp.sum(jnp.exp(log_p).reshape(b, j, d, h * w), axis=2)
-    q_xy = _normalised(_xy_targets(coords, codec).reshape(b, j, -1))
-    return full, _js(jnp.log(p_xy + 1e-30), q_xy)
+    # Its target is the 2D Gaussian at the same x, y: the 3D target's y, x profiles.
+    p_xy = jnp.sum(jnp.exp(log_p), axis=2)
+    return full, _js(jnp.log(p_xy + 1e-30), *_normalised_target((gy, gx)))
 
 
 def js_divergence_joints(logits, coords, codec: VolumeCodec, level: int):

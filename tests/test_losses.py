@@ -168,6 +168,39 @@ def test_js_divergence_bounds_and_minimum():
         assert np.all((np.asarray(flat) > 1e-3) & (np.asarray(flat) < np.asarray(far)))
 
 
+def _js_reference(logits, target):
+    """JS(softmax(logits) || target / its sum) over each joint's flattened volume, written out directly."""
+    b, j = logits.shape[:2]
+    log_p = jax.nn.log_softmax(logits.reshape(b, j, -1), axis=-1)
+    q = target.reshape(b, j, -1)
+    q = q / jnp.maximum(q.sum(-1, keepdims=True), 1e-12)
+    p = jnp.exp(log_p)
+    log_m = jnp.log(0.5 * (p + q) + 1e-30)
+    return 0.5 * (jnp.sum(p * (log_p - log_m), -1) + jnp.sum(jax.scipy.special.xlogy(q, q) - q * log_m, -1))
+
+
+@pytest.mark.parametrize("target", ["continuous", "paper"])
+def test_js_divergence_and_gradient_match_the_flattened_formula(target):
+    """The separable target's sum(q log q) from its 1-D profiles and the unflattened axes change nothing.
+
+    One joint lies outside the volume, where the paper target is all zero (q = 0, its JS is ln 2 / 2).
+    """
+    codec = VolumeCodec(input_size=32, heatmap_size=(8, 8), depth_bins=(1, 4), depth_range_mm=1000.0,
+                        sigma=1.0, target=target)
+    xy = np.array([[[3.2, 4.7], [0.4, 7.6], [40.0, 3.0]]], np.float32).repeat(2, 0)
+    logits = jnp.asarray(np.random.default_rng(0).normal(0.0, 2.0, (2, J, 4, 8, 8)).astype(np.float32))
+    for level, z in ((0, None), (1, 1.3)):
+        coords = jnp.asarray(xy if z is None else np.concatenate([xy, np.full((2, J, 1), z, np.float32)], -1))
+        lg = logits[:, :, :codec.depth_bins[level]]
+        target_volume = codec.gaussian_targets(coords, level)
+        got, grad = jax.value_and_grad(lambda v: jnp.sum(losses.js_divergence_joints(v, coords, codec, level)))(lg)
+        want, want_grad = jax.value_and_grad(lambda v: jnp.sum(_js_reference(v, target_volume)))(lg)
+        np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
+    if target == "paper":
+        np.testing.assert_allclose(losses.js_divergence_joints(lg, coords, codec, 1)[:, 2], np.log(2) / 2, rtol=1e-5)
+
+
 def test_mixed_loss_gradient_reaches_logits_through_both_terms():
     batch = _batch(shift_x=0.7)
     logits = [lg * np.float32(0.1) for lg in _log_gaussians(_batch())]

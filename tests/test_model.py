@@ -76,13 +76,67 @@ def test_output_shapes_for_several_configs(size, hm, bins, depth):
 
 def test_head_to_volume_layout():
     j, d = 3, 4
-    pred = np.broadcast_to(np.arange(j * d, dtype=np.float32), (2, 5, 6, j * d))
+    pred = np.broadcast_to(np.arange(j * d, dtype=np.float32)[:, None, None], (2, j * d, 5, 6))
     vol = model_lib.head_to_volume(jnp.asarray(pred), j, d)
     assert vol.shape == (2, j, d, 5, 6)
     jj, dd = np.meshgrid(np.arange(j), np.arange(d), indexing="ij")
     np.testing.assert_array_equal(vol[1, :, :, 4, 5], jj * d + dd)
     with pytest.raises(ValueError, match="J \\* D"):
         model_lib.head_to_volume(jnp.asarray(pred), 5, 4)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_pointwise_conv_channels_first_matches_channels_last(use_bias):
+    """The heads' channels-first matmul and the remap's inverse give __call__'s values, and its gradients."""
+    conv = model_lib.PointwiseConv(6, 10, use_bias=use_bias, rngs=nnx.Rngs(3))
+    if use_bias:
+        conv.bias[...] = jnp.linspace(-1.0, 1.0, 10)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 5, 6)).astype(np.float32))
+    last = conv(x)  # (B, H, W, C_out)
+    first = conv.channels_first(x)  # (B, C_out, H, W)
+    assert first.shape == (2, 10, 4, 5)
+    np.testing.assert_allclose(first, jnp.transpose(last, (0, 3, 1, 2)), rtol=1e-5, atol=1e-5)
+    back = model_lib.PointwiseConv(10, 7, use_bias=use_bias, rngs=nnx.Rngs(4))
+    np.testing.assert_allclose(back.from_channels_first(first), back(last), rtol=1e-5, atol=1e-5)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=first.shape).astype(np.float32))
+    g_first = jax.grad(lambda x: jnp.sum(conv.channels_first(x) * w))(x)
+    g_last = jax.grad(lambda x: jnp.sum(conv(x) * jnp.transpose(w, (0, 2, 3, 1))))(x)
+    np.testing.assert_allclose(g_first, g_last, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_relu_matches_flax_batchnorm_then_relu():
+    """The fused training op: the same output, gradients (input, scale, bias) and running statistics."""
+    x = jnp.asarray(np.random.default_rng(0).normal(0.3, 2.0, (4, 6, 6, 8)).astype(np.float32))
+    w = jnp.asarray(np.random.default_rng(1).normal(size=x.shape).astype(np.float32))
+
+    def run(cls, relu):
+        m = cls(8, use_running_average=False, momentum=0.9, rngs=nnx.Rngs(0))
+        m.scale[...] = jnp.linspace(0.5, 1.5, 8)
+        m.bias[...] = jnp.linspace(-0.3, 0.3, 8)
+        graphdef, params, stats = nnx.split(m, nnx.Param, nnx.BatchStat)
+        params, stats = nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
+
+        def loss(x, params):
+            p_state, s_state = (jax.tree.map(lambda a: a, st) for st in nnx.split(m, nnx.Param, nnx.BatchStat)[1:])
+            nnx.replace_by_pure_dict(p_state, params)
+            nnx.replace_by_pure_dict(s_state, stats)
+            mm = nnx.merge(graphdef, p_state, s_state)
+            y = mm(x)
+            y = jax.nn.relu(y) if relu else y
+            return jnp.sum(y * w), (y, nnx.to_pure_dict(nnx.state(mm, nnx.BatchStat)))
+
+        (_, (y, new_stats)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
+        m.eval()
+        return y, grads, new_stats, m(x)
+
+    ref, fused = run(nnx.BatchNorm, True), run(model_lib.BatchNormReLU, False)
+    assert float(jnp.mean(fused[0] == 0.0)) > 0.2  # the ReLU is exercised
+    np.testing.assert_allclose(fused[0], ref[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(fused[1]), jax.tree.leaves(ref[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(fused[2]), jax.tree.leaves(ref[2])):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fused[3], jax.nn.relu(ref[3]), rtol=1e-5, atol=1e-5)  # evaluation mode
 
 
 def test_head_bias_puts_argmax_at_joint_and_bin(images):
