@@ -7,42 +7,48 @@ a TPU slice; on several hosts each process contributes its local shard.
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from c2f_vol.errors import UserError
+
 DATA_AXIS = "data"
 
 
 def use_cpu_devices(batch_size: int, requested: int = 0) -> int:
-    """Split the host CPU into several JAX devices so the data-parallel mesh uses every core.
+    """How many JAX devices the host CPU is split into for the data-parallel mesh.
 
-    XLA runs one device's step almost entirely on one thread, so on a CPU-only
-    host the `data` mesh over one device per core is what puts every core to
-    work (measured on 2 cores: synthetic_cpu train step 429 vs 373 images/s).
-    `requested` = 0 picks the largest count <= os.cpu_count() that divides
-    `batch_size`. Only the CPU platform is affected: on a GPU/TPU host the
-    accelerators remain the default devices. Must run before JAX initialises
-    its backends (before the first jax.devices() or computation).
+    `requested` = 0 (the default) keeps one CPU device: its step runs XLA's
+    independent ops concurrently and its convolutions and matmuls multi-threaded,
+    over every core. That measured faster than one device per core, which pays
+    for a cross-device reduction of every BatchNorm's statistics and every
+    gradient, and which a core busy with other work stalls at each of them
+    (2-core AVX-512 machine, synthetic_cpu step, batch 16: 222-242 against
+    187-200 images/s unloaded, 143-148 against 137-142 with one core held busy;
+    README, "Measured figures"). `requested` = N > 1 splits the CPU into N
+    devices (N must divide `batch_size`). Only the CPU platform is affected: on a
+    GPU/TPU host the accelerators remain the default devices. Must run before
+    JAX initialises its backends (before the first jax.devices() or computation).
 
     Returns the number of CPU devices configured.
     """
     import jax
 
     if requested < 0:
-        raise ValueError(f"the CPU device count must be >= 0 (0 = one per core); got {requested}")
-    if requested == 0:
-        cores = os.cpu_count() or 1
-        requested = max(n for n in range(1, cores + 1) if batch_size % n == 0)
+        raise ValueError(f"the CPU device count must be >= 0 (0 = the default, one device); got {requested}")
+    requested = int(requested) or 1
+    if batch_size % requested:
+        raise UserError(f"--cpu_devices={requested} does not divide the batch size {batch_size}: pick a divisor "
+                        "of the batch, or 0 (one device over all cores)")
     try:
-        jax.config.update("jax_num_cpu_devices", int(requested))
+        jax.config.update("jax_num_cpu_devices", requested)
     except RuntimeError as e:  # backends already initialised
         raise RuntimeError(f"use_cpu_devices({requested}) must be called before JAX initialises its backends "
                            f"(before any jax.devices() call or computation): {e}") from e
-    return int(requested)
+    return requested
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

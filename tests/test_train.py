@@ -267,3 +267,15 @@ def test_bfloat16_training_reaches_the_float32_loss(tiny_dataset):
     f32, bf16 = (float(np.mean([last for _, last in runs[k]])) for k in ("float32", "bfloat16"))
     print(f"final loss: float32 {f32:.4f}, bfloat16 {bf16:.4f} ({100 * (bf16 - f32) / f32:+.2f}%)")
     assert abs(bf16 - f32) / f32 < 0.02, runs
+
+
+def test_cpu_device_count_is_checked_before_jax_starts():
+    """A split that does not divide the batch is refused with the flag's name, before JAX's backends are touched
+    (so in this process, whose backends are up, only the check can raise); negative counts are a bug."""
+    from c2f_vol import sharding
+    from c2f_vol.errors import UserError
+
+    with pytest.raises(UserError, match="--cpu_devices=3 does not divide the batch size 16"):
+        sharding.use_cpu_devices(16, 3)
+    with pytest.raises(ValueError, match=">= 0"):
+        sharding.use_cpu_devices(16, -1)

@@ -40,7 +40,7 @@ flags.DEFINE_list("inference_runtimes", ["jax", "savedmodel"], "What the inferen
 flags.DEFINE_string("saved_model", None, "Time this exported SavedModel (default: export the benchmark's model).")
 flags.DEFINE_string("output", None, "Write the results as JSON here.")
 flags.DEFINE_integer("cpu_devices", 0, "On a CPU-only host, split the CPU into this many data-parallel devices for the "
-                     "train step (0: one per core, as many as divide the batch), as tools/train.py does.")
+                     "train step (0: one device over all cores), as tools/train.py does.")
 flags.mark_flags_as_required(["config"])
 
 

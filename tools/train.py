@@ -34,7 +34,8 @@ flags.DEFINE_integer("heartbeat_timeout", 30, "Multi-process runs: seconds witho
                      "Also bounds the wait for all processes to join at start (5 x this) and to leave at the "
                      "end (10 x this: one may finish its last evaluation much later than another).")
 flags.DEFINE_integer("cpu_devices", 0, "On a CPU-only host, split the CPU into this many data-parallel devices "
-                     "(0: one per core, as many as divide the batch). Ignored by GPU/TPU backends.")
+                     "(0: one device over all cores, the faster layout measured; N must divide the batch). Ignored by "
+                     "GPU/TPU backends.")
 flags.DEFINE_integer("restore_step", None, "Resume from this checkpoint step (default: the newest readable one).")
 flags.mark_flags_as_required(["config", "workdir"])
 
