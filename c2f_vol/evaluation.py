@@ -62,8 +62,8 @@ def collect(predict_fn: PredictFn, batches: Iterable[dict], *, flip_test: bool =
         out["pred_3d"].append(camera.back_project(pinhole_uv, joints[..., 2] + gt_root[:, None], intr))
         out["gt_3d"].append(gt)
         if root_depth == "limbs":
-            z = np.asarray(rootdepth.search_root_depth(pinhole_uv.astype(np.float32), joints[..., 2].astype(np.float32),
-                                                       intr.astype(np.float32), bone_lengths_mm), np.float64)
+            z = np.asarray(rootdepth.estimate_root_depth(pinhole_uv.astype(np.float32), joints[..., 2].astype(np.float32),
+                                                         intr.astype(np.float32), bone_lengths_mm), np.float64)
             out["root_depth_mm_limbs"].append(z)
             out["pred_3d_limbs"].append(camera.back_project(pinhole_uv, joints[..., 2] + z[:, None], intr))
         # The take ('Eating 2'); a batch without takes has one per action.

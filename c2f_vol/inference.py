@@ -121,7 +121,7 @@ def make_camera_fn(network: Network, bone_lengths_mm):
         affine = camera.crop_affine(box[..., :2], box[..., 2], size)
         image_uv = camera.crop_to_image(joints[..., :2], affine)
         pinhole_uv = camera.undistort_pixels(image_uv, intrinsics, distortion)  # once: search and lifting
-        root = rootdepth.search_root_depth(pinhole_uv, joints[..., 2], intrinsics, bones)
+        root = rootdepth.estimate_root_depth(pinhole_uv, joints[..., 2], intrinsics, bones)
         cam = camera.back_project(pinhole_uv, joints[..., 2] + root[..., None], intrinsics)
         return cam, root, image_uv, conf
 

@@ -164,8 +164,9 @@ class BatchNormReLU(nnx.BatchNorm):
 
     def __call__(self, x, use_running_average: bool | None = None):
         running = self.use_running_average if use_running_average is None else use_running_average
-        scale = self.scale[...].astype(jnp.float32)
-        bias = self.bias[...].astype(jnp.float32)
+        n = x.shape[-1]
+        scale = jnp.ones((n,), jnp.float32) if self.scale is None else self.scale[...].astype(jnp.float32)
+        bias = jnp.zeros((n,), jnp.float32) if self.bias is None else self.bias[...].astype(jnp.float32)
         if running:
             a = scale * jax.lax.rsqrt(self.var[...] + self.epsilon)
             y = x.astype(jnp.float32) * a + (bias - self.mean[...] * a)
@@ -209,7 +210,7 @@ class PointwiseConv(nnx.Conv):
         x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
         b, h, w, c = x.shape
         xt = jnp.transpose(x.reshape(b, h * w, c), (0, 2, 1))  # (B, C_in, HW)
-        wt = jnp.broadcast_to(kernel[0, 0].T[None], (b,) + kernel.shape[:1:-1])  # (B, C_out, C_in)
+        wt = jnp.broadcast_to(kernel[0, 0].T[None], (b, kernel.shape[3], c))  # (B, C_out, C_in)
         y = jax.lax.dot_general(wt, xt, (((2,), (1,)), ((0,), (0,))),
                                 preferred_element_type=self.preferred_element_type)
         if bias is not None:

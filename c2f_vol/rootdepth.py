@@ -251,3 +251,18 @@ def search_root_depth(image_uv, depth_rel_mm, intrinsics, bone_lengths_mm, *, si
                                    jnp.zeros(image_uv.shape[:-2], jnp.float32))
     z = _root(jnp.sum(w * a, -1), jnp.sum(w * beta, -1), jnp.sum(w * gamma, -1) - correction)
     return jnp.clip(jnp.where(jnp.isnan(z), z1, z), min_mm, max_mm)
+
+
+@jax.jit
+def estimate_root_depth(image_uv, depth_rel_mm, intrinsics, bone_lengths_mm):
+    """The root depth that evaluation (`--root_depth=limbs`) and the exported camera-frame predictor use.
+
+    The 1-D bone-length search (`search_root_depth_lengths`). The noise-corrected fit
+    (`search_root_depth`) does better under the Gaussian joint noise it models
+    (benchmarks/root_search.py), but on a trained model's predictions, whose errors are
+    larger and structured, it failed: the synthetic_cpu demo model's test split
+    (1000 frames, 2026-12-02) gave MPJPE 181.6 mm with a mean root-depth error of
+    1767 mm, against 112.9 mm and 408 mm for this search. Args and result as
+    `search_root_depth`.
+    """
+    return search_root_depth_lengths(image_uv, depth_rel_mm, intrinsics, bone_lengths_mm)

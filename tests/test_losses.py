@@ -179,6 +179,15 @@ def _js_reference(logits, target):
     return 0.5 * (jnp.sum(p * (log_p - log_m), -1) + jnp.sum(jax.scipy.special.xlogy(q, q) - q * log_m, -1))
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _js_and_reference(logits, coords, codec, level):
+    """(JS, its gradient) by `losses` and by `_js_reference`, summed over the batch and joints."""
+    target_volume = codec.gaussian_targets(coords, level)
+    got = jax.value_and_grad(lambda v: jnp.sum(losses.js_divergence_joints(v, coords, codec, level)))(logits)
+    want = jax.value_and_grad(lambda v: jnp.sum(_js_reference(v, target_volume)))(logits)
+    return (*got, *want)
+
+
 @pytest.mark.parametrize("target", ["continuous", "paper"])
 def test_js_divergence_and_gradient_match_the_flattened_formula(target):
     """The separable target's sum(q log q) from its 1-D profiles and the unflattened axes change nothing.
@@ -192,13 +201,12 @@ def test_js_divergence_and_gradient_match_the_flattened_formula(target):
     for level, z in ((0, None), (1, 1.3)):
         coords = jnp.asarray(xy if z is None else np.concatenate([xy, np.full((2, J, 1), z, np.float32)], -1))
         lg = logits[:, :, :codec.depth_bins[level]]
-        target_volume = codec.gaussian_targets(coords, level)
-        got, grad = jax.value_and_grad(lambda v: jnp.sum(losses.js_divergence_joints(v, coords, codec, level)))(lg)
-        want, want_grad = jax.value_and_grad(lambda v: jnp.sum(_js_reference(v, target_volume)))(lg)
+        got, grad, want, want_grad = _js_and_reference(lg, coords, codec, level)
         np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
         np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
     if target == "paper":
-        np.testing.assert_allclose(losses.js_divergence_joints(lg, coords, codec, 1)[:, 2], np.log(2) / 2, rtol=1e-5)
+        js = jax.jit(losses.js_divergence_joints, static_argnums=(2, 3))(lg, coords, codec, 1)
+        np.testing.assert_allclose(js[:, 2], np.log(2) / 2, rtol=1e-5)
 
 
 def test_mixed_loss_gradient_reaches_logits_through_both_terms():

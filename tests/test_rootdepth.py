@@ -55,7 +55,8 @@ def noisy_sample():
 
 
 @pytest.mark.parametrize("search", [jax.jit(rootdepth.search_root_depth_lengths),
-                                    functools.partial(rootdepth.search_root_depth, **EXACT)], ids=["lengths", "robust"])
+                                    functools.partial(rootdepth.search_root_depth, **EXACT),
+                                    rootdepth.estimate_root_depth], ids=["lengths", "robust", "evaluation's"])
 def test_limb_length_search_recovers_the_true_root_depth(small_poses, search):
     # Both jitted, as the camera-frame predictor runs them (search_root_depth is jitted itself).
     poses = small_poses
