@@ -8,9 +8,9 @@ Human3.6M-like camera (f about 1145 px, principal point near 512, 1000x1000 fram
 per image coordinate (px) and on the relative depth of the 16 non-root joints (mm; the root's is 0 by
 definition, and stays 0 unless --root_depth_noise). The same noisy inputs go to
 
-  old          `rootdepth.search_root_depth_lengths`: least squares on bone lengths (the former default);
-  new          `rootdepth.search_root_depth` with its defaults (sigma 4 px / 40 mm), as evaluation and
-               the exported camera_frame run it;
+  old          `rootdepth.search_root_depth_lengths`: least squares on bone lengths (what evaluation and
+               the exported camera_frame run, through `rootdepth.estimate_root_depth`);
+  new          `rootdepth.search_root_depth` with its defaults (sigma 4 px / 40 mm);
   new matched  `rootdepth.search_root_depth` told the noise level's own sigmas.
 
 Target bones: the mean bone lengths over all the poses, as training statistics would be, and (a

@@ -132,11 +132,11 @@ def _bn_relu_fwd(x, scale, bias, epsilon):
     a = scale * rstd
     b = bias - mean * a
     y = jnp.maximum(x.astype(jnp.float32) * a + b, 0.0).astype(x.dtype)
-    return (y, mean, var), (x, scale, mean, rstd, a, b)
+    return (y, mean, var), (x, mean, rstd, a, b)
 
 
 def _bn_relu_bwd(res, cotangents):
-    x, scale, mean, rstd, a, b = res
+    x, mean, rstd, a, b = res
     g = cotangents[0].astype(jnp.float32)
     xf = x.astype(jnp.float32)
     g = jnp.where(xf * a + b > 0.0, g, 0.0)
@@ -190,10 +190,15 @@ class PointwiseConv(nnx.Conv):
     def __init__(self, cin: int, cout: int, **kw):
         super().__init__(cin, cout, (1, 1), **kw)
 
-    def __call__(self, x):
+    def _operands(self, x):
+        """x, the (C_in, C_out) kernel and the bias (or None), promoted to the compute dtype."""
         bias = self.bias[...] if self.bias is not None else None
         x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
-        y = jax.lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())),
+        return x, kernel[0, 0], bias
+
+    def __call__(self, x):
+        x, kernel, bias = self._operands(x)
+        y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())),
                                 preferred_element_type=self.preferred_element_type)
         return y if bias is None else y + bias.astype(y.dtype)
 
@@ -206,11 +211,10 @@ class PointwiseConv(nnx.Conv):
         transposing the output (and its gradient) cost about twice what
         transposing the input does (synthetic_cpu train step, CPU).
         """
-        bias = self.bias[...] if self.bias is not None else None
-        x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
+        x, kernel, bias = self._operands(x)
         b, h, w, c = x.shape
         xt = jnp.transpose(x.reshape(b, h * w, c), (0, 2, 1))  # (B, C_in, HW)
-        wt = jnp.broadcast_to(kernel[0, 0].T[None], (b, kernel.shape[3], c))  # (B, C_out, C_in)
+        wt = jnp.broadcast_to(kernel.T[None], (b,) + kernel.T.shape)  # (B, C_out, C_in)
         y = jax.lax.dot_general(wt, xt, (((2,), (1,)), ((0,), (0,))),
                                 preferred_element_type=self.preferred_element_type)
         if bias is not None:
@@ -219,10 +223,9 @@ class PointwiseConv(nnx.Conv):
 
     def from_channels_first(self, x):
         """(B, C_in, H, W) -> (B, H, W, C_out): __call__ of the channels-last transpose of x."""
-        bias = self.bias[...] if self.bias is not None else None
-        x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
+        x, kernel, bias = self._operands(x)
         b, c, h, w = x.shape
-        y = jax.lax.dot_general(x.reshape(b, c, h * w), kernel[0, 0], (((1,), (0,)), ((), ())),
+        y = jax.lax.dot_general(x.reshape(b, c, h * w), kernel, (((1,), (0,)), ((), ())),
                                 preferred_element_type=self.preferred_element_type)  # (B, HW, C_out)
         y = y if bias is None else y + bias.astype(y.dtype)
         return y.reshape(b, h, w, -1)

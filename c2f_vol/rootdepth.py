@@ -3,11 +3,13 @@
 Back-projecting image joints with root depth Z gives bones whose lengths grow
 with Z; the fit picks the Z whose bones match the training subjects' mean bone
 lengths. Prediction noise inflates every back-projected bone, so a plain fit
-of lengths answers with a person too close (`search_root_depth_lengths`, kept
-as the baseline). `search_root_depth`, the default everywhere, fits squared
-lengths with the noise's inflation removed, weighting bones by how well they
-are seen (generalised least squares), with a first-order correction for the
-weights' own noise. It is closed-form, JAX, jittable and exportable.
+of lengths answers with a person too close (`search_root_depth_lengths`).
+`search_root_depth` fits squared lengths with the noise's inflation removed,
+weighting bones by how well they are seen (generalised least squares), with a
+first-order correction for the weights' own noise; closed-form, JAX, jittable
+and exportable. It wins under the Gaussian noise it models but failed on a
+trained model's errors, so evaluation and export call `estimate_root_depth`,
+which is the plain length fit.
 
 Shapes legend: ... batch, J joints, B bones (`skeleton.BONES`), K candidate depths.
 
@@ -56,7 +58,7 @@ def search_root_depth_lengths(image_uv, depth_rel_mm, intrinsics, bone_lengths_m
                               max_mm: float = 15000.0, num: int = 64, rounds: int = 4):
     """The root depth Z (...,) minimising sum_b (|bone_b(Z)| - L_b)^2: exact on exact input, biased by noise.
 
-    The baseline `search_root_depth` replaced (benchmarks/root_search.py compares them).
+    What `estimate_root_depth` runs; benchmarks/root_search.py compares it with `search_root_depth`.
     Args as `search_root_depth`. A grid of `num` depths over [min_mm, max_mm] is
     refined `rounds` times to +-2 grid steps around its best point; with the
     defaults the first step is 230 mm and the last about 0.004 mm.
