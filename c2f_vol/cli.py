@@ -20,6 +20,7 @@ import time
 import tqdm
 from absl import app, flags, logging
 
+from c2f_vol import hostcpu
 from c2f_vol.errors import UserError
 
 # What the tools report in one line: the project's user errors and OS errors about a path the user named.
@@ -105,6 +106,7 @@ def run(main, *, tensorflow: bool = True) -> None:
     def wrapped(argv):
         verbose = flags.FLAGS["verbosity"].present > 0
         configure_console(verbose=verbose)
+        hostcpu.tune_cpu_backend()  # before anything starts JAX's CPU backend
         try:
             if tensorflow and not verbose:
                 import_tensorflow()

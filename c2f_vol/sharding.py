@@ -14,9 +14,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from c2f_vol.errors import UserError
+from c2f_vol.hostcpu import tune_cpu_backend
 
 DATA_AXIS = "data"
-
 
 def use_cpu_devices(batch_size: int, requested: int = 0) -> int:
     """How many JAX devices the host CPU is split into for the data-parallel mesh.
@@ -33,10 +33,13 @@ def use_cpu_devices(batch_size: int, requested: int = 0) -> int:
     GPU/TPU host the accelerators remain the default devices. Must run before
     JAX initialises its backends (before the first jax.devices() or computation).
 
+    Also sets XLA's CPU kernels for this class of CPU (`hostcpu.tune_cpu_backend`).
+
     Returns the number of CPU devices configured.
     """
     import jax
 
+    tune_cpu_backend()
     if requested < 0:
         raise ValueError(f"the CPU device count must be >= 0 (0 = the default, one device); got {requested}")
     requested = int(requested) or 1

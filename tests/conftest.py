@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +12,38 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+    """One JAX compilation cache for the whole run: its xdist workers and the tools' subprocesses.
+
+    Many tests compile the same programs (the tiny config's initialiser, train step and predictor): XLA
+    compiles each once per run instead of once per test and process. The cache starts empty, so a run
+    proves nothing by a previous run's executables, and it is removed at the end. Set by the controller
+    before the workers start (they inherit the environment); a cache dir the caller set is kept.
+    """
+    if hasattr(config, "workerinput"):
+        return
+    # XLA's CPU kernels for this class of CPU, as every tool chooses them (in the environment, so the
+    # workers and the tools' subprocesses run, and share cached executables, alike).
+    from c2f_vol import hostcpu
+
+    hostcpu.tune_cpu_backend()
+    if os.environ.get(_CACHE_ENV):
+        return
+    path = tempfile.mkdtemp(prefix="c2f_vol_jax_cache_")
+    config._c2f_jax_cache = path
+    os.environ[_CACHE_ENV] = path
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_c2f_jax_cache", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop(_CACHE_ENV, None)
 
 
 @pytest.fixture

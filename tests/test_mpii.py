@@ -293,30 +293,52 @@ def test_unreadable_image_is_named(tmp_path):
 # Mixed into training.
 
 
-def test_mixed_training_takes_each_share_and_trains(tiny_dataset, tmp_path):
-    """configs' data.mix: every batch half synthetic 3D, half MPII 2D-only; the train step runs on it, and
-    MPII alone as data.name is refused with the way to mix it."""
-    from c2f_vol import config as config_lib, train
-    from c2f_vol.data import pipeline
+@pytest.fixture(scope="module")
+def mixed_config(tiny_dataset, tmp_path_factory):
+    """The tiny config with data.mix: half synthetic 3D, half a fake MPII's 2D-only examples."""
+    from c2f_vol import config as config_lib
     from conftest import REPO
 
-    root = tmp_path / "mpii"
+    root = tmp_path_factory.mktemp("mpii")
     fake_mpii.write_fake_mpii(root)
     _build(root, tiny_dataset, name="mixfake")
     overrides = {"data.data_dir": str(tiny_dataset), "data.name": "c2f_synthetic/tiny", "batch_size": 4,
                  "num_train_steps": 2, "eval_every": 0, "eval_max_examples": 4,
                  "data.mix": (("c2f_synthetic/tiny", 0.5), ("mpii/mixfake", 0.5))}
-    config = config_lib.load(str(REPO / "configs" / "synthetic_cpu.py:tiny"), overrides)
-    batch = next(pipeline.training_batches(config.data, config.codec.input_size, batch_size=4, seed=0,
-                                           process_index=0, process_count=1).as_numpy_iterator())
+    return config_lib.load(str(REPO / "configs" / "synthetic_cpu.py:tiny"), overrides), overrides
+
+
+def _mixed_batch(config):
+    from c2f_vol.data import pipeline
+
+    return next(pipeline.training_batches(config.data, config.codec.input_size, batch_size=4, seed=0,
+                                          process_index=0, process_count=1).as_numpy_iterator())
+
+
+def test_mixed_batches_take_each_share_and_mpii_alone_is_refused(mixed_config, tmp_path):
+    """configs' data.mix: every batch half synthetic 3D, half MPII 2D-only, and the Trainer takes has_3d; MPII
+    alone as data.name is refused with the way to mix it."""
+    from c2f_vol import config as config_lib, train
+    from conftest import REPO
+
+    config, overrides = mixed_config
+    batch = _mixed_batch(config)
     assert batch["has_3d"].tolist() == [1.0, 1.0, 0.0, 0.0]
     assert batch["joints_weight"][2:, 7].tolist() == [0.0, 0.0]  # MPII has no spine
-    trainer = train.Trainer(config)
-    assert "has_3d" in trainer.keys and "has_3d" not in train.train_keys(config_lib.load(
+    assert "has_3d" in train.train_keys(config) and "has_3d" not in train.train_keys(config_lib.load(
         str(REPO / "configs" / "synthetic_cpu.py:tiny")))  # without a mix the loss skips the 2D forms
-    state, metrics = trainer.train_step(trainer.init_state(), trainer.put(batch))
-    assert int(state["step"]) == 1 and int(state["bad_step"]) < 0 and np.isfinite(float(metrics["loss"]))
     alone = config_lib.load(str(REPO / "configs" / "synthetic_cpu.py:tiny"),
                             dict(overrides, **{"data.name": "mpii/mixfake", "data.mix": ()}))
     with pytest.raises(train.UserError, match="2D poses only.*data.mix"):
         train.train_and_evaluate(alone, str(tmp_path / "alone"))
+
+
+@pytest.mark.slow  # the train step with the 2D forms of the loss is a compile of its own (~30 s on AVX2)
+def test_the_train_step_runs_on_a_mixed_batch(mixed_config):
+    from c2f_vol import train
+
+    config, _ = mixed_config
+    trainer = train.Trainer(config)
+    assert "has_3d" in trainer.keys
+    state, metrics = trainer.train_step(trainer.init_state(), trainer.put(_mixed_batch(config)))
+    assert int(state["step"]) == 1 and int(state["bad_step"]) < 0 and np.isfinite(float(metrics["loss"]))

@@ -32,6 +32,7 @@ def _random_batch(rng, config, n):
     }
 
 
+@pytest.mark.slow  # compiles the initialiser, the step and the predictor, and builds both pipelines: ~1 min on AVX2
 def test_tiny_end_to_end_train_evaluate_restore(tiny_dataset, tmp_path):
     config = _tiny_config(tiny_dataset, eval_every=3)  # an evaluation mid-run, then training goes on
     workdir = str(tmp_path / "run")
