@@ -14,14 +14,9 @@ SCRIPT = REPO / "benchmarks" / "cpu_pairs.py"
 BLOCKER = REPO / "benchmarks" / "blocked_imports"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("cpu_pairs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cpu_pairs = _load()  # imports neither JAX nor torch
+# Run as a script only: it defines absl flags (--config, --steps, ...) that torch_reference.py, loaded in
+# process by test_gpu_script.py, defines too.
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def _run(tmp_path, *args, env=None):
@@ -37,7 +32,7 @@ def test_without_torch_it_says_how_to_get_it(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not cpu_pairs.torch_importable(),
+@pytest.mark.skipif(not HAVE_TORCH,
                     reason="torch is not importable here (put a torch install on PYTHONPATH, e.g. /tmp/torchpkgs)")
 def test_two_pairs_of_the_tiny_config(tmp_path):
     out = tmp_path / "pairs.json"
