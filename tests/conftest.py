@@ -46,6 +46,17 @@ def pytest_unconfigure(config):
         os.environ.pop(_CACHE_ENV, None)
 
 
+def cpu_subprocess_env(devices: int) -> dict:
+    """The environment for a test's JAX subprocess with `devices` CPU devices.
+
+    It keeps the XLA_FLAGS the tools run with (`hostcpu.tune_cpu_backend`, set in pytest_configure)
+    and adds the device count: a reference computed with other CPU kernels differs in its rounding,
+    and Adam turns a near-zero gradient's rounding into a full step of either sign.
+    """
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
+
+
 @pytest.fixture
 def shared_data() -> pathlib.Path:
     """../shared/data, or skip with the reason when it is absent."""

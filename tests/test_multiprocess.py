@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cpu_subprocess_env
 from test_train import _train_cmd
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ def test_two_processes_train_like_one_process_with_two_devices(tiny_dataset, tmp
     # One process, two devices: restores the checkpoint, and the same global batches give the same
     # parameters and the same evaluation.
     proc = subprocess.run([sys.executable, "-c", REFERENCE, workdir, str(tiny_dataset), str(steps)], cwd=REPO,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+                          env=cpu_subprocess_env(2),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ref = json.loads(proc.stdout.split("RESULT")[-1])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from c2f_vol import checkpoint, config as config_lib, train, workdir as workdir_lib
-from conftest import REPO
+from conftest import REPO, cpu_subprocess_env
 
 TINY = str(REPO / "configs" / "synthetic_cpu.py:tiny")
 
@@ -104,7 +104,7 @@ MESH_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow  # a subprocess with 4 CPU devices compiles two meshes
 def test_four_device_mesh_matches_one_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = cpu_subprocess_env(4)
     proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT, TINY, str(tmp_path)], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
