@@ -38,6 +38,7 @@ BatchNorm statistics are always float32 and logits are returned in float32.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Mapping
 
@@ -118,8 +119,8 @@ def _bn_relu_train(x, scale, bias, epsilon):
     return _bn_relu_fwd(x, scale, bias, epsilon)[0]
 
 
-def _channel_sums(*arrays):
-    """Per-channel sums (over every axis but the last) of float32 arrays of one shape.
+def _channel_sums(*arrays, axis: int = -1):
+    """Per-channel sums (over every axis but `axis`, the last or the second) of float32 arrays of one shape.
 
     On the CPU they are matrix-vector products with a ones vector: XLA:CPU rewrites a large
     reduction into a single-threaded reduce-window tree (for precision), which took 1.8 s of the
@@ -129,17 +130,53 @@ def _channel_sums(*arrays):
     reduction's by float32 rounding (7e-6 relative on 8,192 rows of mean 1). Other platforms keep
     XLA's reduction (`lax.platform_dependent` picks at lowering).
     """
-    c = arrays[0].shape[-1]
+    shape = arrays[0].shape
+    axis = axis % len(shape)
+    if axis not in (1, len(shape) - 1):
+        raise ValueError(f"channel axis must be the second or the last of {shape}, got {axis}")
+    c = shape[axis]
+    highest = jax.lax.Precision.HIGHEST
 
     def by_reduction():
-        axes = tuple(range(arrays[0].ndim - 1))
+        axes = tuple(k for k in range(len(shape)) if k != axis)
         return tuple(jnp.sum(a, axis=axes) for a in arrays)
 
     def by_product():
-        ones = jnp.ones((math.prod(arrays[0].shape[:-1]),), jnp.float32)
-        return tuple(jnp.dot(ones, a.reshape(-1, c), precision=jax.lax.Precision.HIGHEST) for a in arrays)
+        if axis == len(shape) - 1:  # (..., C): ones (N,) @ (N, C)
+            ones = jnp.ones((math.prod(shape[:-1]),), jnp.float32)
+            return tuple(jnp.dot(ones, a.reshape(-1, c), precision=highest) for a in arrays)
+        # (B, C, ...): (B * C, N) @ ones (N,), then the B partial sums
+        ones = jnp.ones((math.prod(shape[2:]),), jnp.float32)
+        return tuple(jnp.dot(a.reshape(shape[0] * c, -1), ones, precision=highest).reshape(shape[0], c).sum(0)
+                     for a in arrays)
 
     return jax.lax.platform_dependent(cpu=by_product, default=by_reduction)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def add_bias(y, bias, axis: int = -1):
+    """y + bias along y's channel `axis` (the last, or the second for channels-first arrays).
+
+    The same values and gradients as the broadcast add; only the bias's gradient, the sum of y's
+    cotangent over every other axis, is computed by `_channel_sums`: on the CPU XLA turned each
+    of those sums into a reduce-window tree (the released model's ~400 biased convolutions; 26 of
+    the 362 ms of a 512-channel residual block's train step, AVX2).
+    """
+    return _add_bias_fwd(y, bias, axis)[0]
+
+
+def _add_bias_fwd(y, bias, axis):
+    shape = [1] * y.ndim
+    shape[axis] = bias.shape[0]
+    return y + bias.astype(y.dtype).reshape(shape), bias  # the bias: its dtype for the gradient
+
+
+def _add_bias_bwd(axis, bias, g):
+    (total,) = _channel_sums(g.astype(jnp.float32), axis=axis)
+    return g, total.astype(bias.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 def _bn_stats(x):
@@ -201,6 +238,65 @@ class BatchNormReLU(nnx.BatchNorm):
         return y
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def materialized_vjp(fn, *operands):
+    """fn(*operands), differentiated on materialised operands and cotangent.
+
+    The same values and gradients as fn. A matmul's weight gradient (x^T g for a 1x1
+    convolution) contracts the rows of both operands; XLA:CPU transposes one of them for it and
+    fuses that transpose into whatever computes the operand, so elementwise work (BatchNorm's
+    backward, pooling's and the residual sums) ran with transposed, strided writes: up to 50 ms
+    for one (2, 64, 64, 512) gradient of the released model (AVX2). An optimisation barrier
+    makes the operands and the cotangent plain arrays first, so the transpose is a copy; the
+    released model's float32 train step at batch 2 went from 6.5 to 5.7 s (AVX2). CPU only: on
+    other platforms this is fn's own gradient.
+    """
+    return fn(*operands)
+
+
+def _materialized_fwd(fn, *operands):
+    return fn(*operands), operands
+
+
+def _materialized_bwd(fn, operands, g):
+    # The barrier on the CPU only: other backends' GEMMs read transposed operands in place.
+    operands, g = jax.lax.platform_dependent((operands, g), cpu=jax.lax.optimization_barrier, default=lambda a: a)
+    return jax.vjp(fn, *operands)[1](g)
+
+
+materialized_vjp.defvjp(_materialized_fwd, _materialized_bwd)
+
+
+class Conv(nnx.Conv):
+    """A 2-D NHWC `nnx.Conv` (no dilation, groups or mask) whose bias is added by `add_bias`.
+
+    The same parameters, defaults and values as nnx.Conv; with a bias, its gradient is the
+    product-based channel sum on the CPU (`add_bias`), not XLA:CPU's reduce-window tree.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel_size, **kw):
+        super().__init__(cin, cout, kernel_size, **kw)
+        plain = (self.feature_group_count == 1 and self.mask is None and len(self.kernel_size) == 2
+                 and all(d in (None, 1) for d in _pair(self.input_dilation) + _pair(self.kernel_dilation)))
+        if not plain or not (isinstance(self.padding, str) and self.padding in ("SAME", "VALID")
+                             or not isinstance(self.padding, (str, int))):
+            raise ValueError("Conv supports 2-D convolutions without dilation, groups or mask, with "
+                             f"'SAME', 'VALID' or explicit (low, high) padding; got {self!r}")
+
+    def __call__(self, x):
+        if self.bias is None:
+            return super().__call__(x)
+        x, kernel, bias = self.promote_dtype((x, self.kernel[...], self.bias[...]), dtype=self.dtype)
+        y = jax.lax.conv_general_dilated(x, kernel, _pair(self.strides), self.padding,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision,
+                                         preferred_element_type=self.preferred_element_type)
+        return add_bias(y, bias, -1)
+
+
+def _pair(value) -> tuple:
+    return (value, value) if value is None or isinstance(value, int) else tuple(value)
+
+
 class PointwiseConv(nnx.Conv):
     """A 1x1, stride-1 `nnx.Conv` computed as a matmul over the channel axis.
 
@@ -219,11 +315,15 @@ class PointwiseConv(nnx.Conv):
         x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
         return x, kernel[0, 0], bias
 
+    def _matmul(self, dimension_numbers):
+        return functools.partial(jax.lax.dot_general, dimension_numbers=dimension_numbers,
+                                 preferred_element_type=self.preferred_element_type)
+
     def __call__(self, x):
         x, kernel, bias = self._operands(x)
-        y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())),
-                                preferred_element_type=self.preferred_element_type)
-        return y if bias is None else y + bias.astype(y.dtype)
+        y = materialized_vjp(self._matmul((((1,), (0,)), ((), ()))), x.reshape(-1, x.shape[-1]), kernel)
+        y = y.reshape(x.shape[:-1] + (kernel.shape[1],))
+        return y if bias is None else add_bias(y, bias, -1)
 
     def channels_first(self, x):
         """(B, H, W, C_in) -> (B, C_out, H, W): the same values as __call__, channels first.
@@ -238,19 +338,17 @@ class PointwiseConv(nnx.Conv):
         b, h, w, c = x.shape
         xt = jnp.transpose(x.reshape(b, h * w, c), (0, 2, 1))  # (B, C_in, HW)
         wt = jnp.broadcast_to(kernel.T[None], (b,) + kernel.T.shape)  # (B, C_out, C_in)
-        y = jax.lax.dot_general(wt, xt, (((2,), (1,)), ((0,), (0,))),
-                                preferred_element_type=self.preferred_element_type)
+        y = materialized_vjp(self._matmul((((2,), (1,)), ((0,), (0,)))), wt, xt)
         if bias is not None:
-            y = y + bias.astype(y.dtype)[None, :, None]
+            y = add_bias(y, bias, 1)
         return y.reshape(b, -1, h, w)
 
     def from_channels_first(self, x):
         """(B, C_in, H, W) -> (B, H, W, C_out): __call__ of the channels-last transpose of x."""
         x, kernel, bias = self._operands(x)
         b, c, h, w = x.shape
-        y = jax.lax.dot_general(x.reshape(b, c, h * w), kernel, (((1,), (0,)), ((), ())),
-                                preferred_element_type=self.preferred_element_type)  # (B, HW, C_out)
-        y = y if bias is None else y + bias.astype(y.dtype)
+        y = materialized_vjp(self._matmul((((1,), (0,)), ((), ()))), x.reshape(b, c, h * w), kernel)  # (B, HW, C_out)
+        y = y if bias is None else add_bias(y, bias, -1)
         return y.reshape(b, h, w, -1)
 
 
@@ -273,7 +371,7 @@ class Bottleneck(nnx.Module):
         self.bn1 = BatchNormReLU(cin, **bn)
         self.conv1 = PointwiseConv(cin, mid, use_bias=conv_bias, **conv)
         self.bn2 = BatchNormReLU(mid, **bn)
-        self.conv2 = nnx.Conv(mid, mid, (3, 3), use_bias=conv_bias, **conv)
+        self.conv2 = Conv(mid, mid, (3, 3), use_bias=conv_bias, **conv)
         self.bn3 = BatchNormReLU(mid, **bn)
         self.conv3 = PointwiseConv(mid, cout, **conv)
         self.skip = PointwiseConv(cin, cout, **conv) if cin != cout else None
@@ -344,7 +442,7 @@ class StackedHourglass(nnx.Module):
         # remaining factor of 2 down to the heatmap size.
         c1, c2 = f // 4, f // 2
         num_pools = int(round(math.log2(self.input_size // self.heatmap_size[0]))) - 1
-        self.stem_conv = nnx.Conv(3, c1, (7, 7), strides=(2, 2), use_bias=False, **conv)
+        self.stem_conv = Conv(3, c1, (7, 7), strides=(2, 2), use_bias=False, **conv)
         self.stem_bn = BatchNormReLU(c1, use_running_average=False, dtype=self.dtype,
                                      momentum=cfg["bn_momentum"], rngs=rngs)
         self.stem_res1 = Bottleneck(c1, c2, **kw)
@@ -467,7 +565,7 @@ class ReleasedStackedHourglass(nnx.Module):
         res = dict(kw, conv_bias=True)
         conv = dict(dtype=self.dtype, padding="SAME", rngs=rngs)
 
-        self.stem_conv = nnx.Conv(3, quarter, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
+        self.stem_conv = Conv(3, quarter, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
                                   dtype=self.dtype, rngs=rngs)
         self.stem_bn = BatchNormReLU(quarter, use_running_average=False, dtype=self.dtype,
                                      momentum=cfg["bn_momentum"], rngs=rngs)

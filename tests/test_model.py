@@ -99,9 +99,21 @@ def test_pointwise_conv_channels_first_matches_channels_last(use_bias):
     back = model_lib.PointwiseConv(10, 7, use_bias=use_bias, rngs=nnx.Rngs(4))
     np.testing.assert_allclose(back.from_channels_first(first), back(last), rtol=1e-5, atol=1e-5)
     w = jnp.asarray(np.random.default_rng(1).normal(size=first.shape).astype(np.float32))
-    g_first = jax.grad(lambda x: jnp.sum(conv.channels_first(x) * w))(x)
-    g_last = jax.grad(lambda x: jnp.sum(conv(x) * jnp.transpose(w, (0, 2, 3, 1))))(x)
-    np.testing.assert_allclose(g_first, g_last, rtol=1e-5, atol=1e-5)
+    graphdef, params = nnx.split(conv, nnx.Param)
+    first_loss = lambda x, p: jnp.sum(nnx.merge(graphdef, p).channels_first(x) * w)
+    last_loss = lambda x, p: jnp.sum(nnx.merge(graphdef, p)(x) * jnp.transpose(w, (0, 2, 3, 1)))
+    g_first = jax.grad(first_loss, argnums=(0, 1))(x, params)
+    g_last = jax.grad(last_loss, argnums=(0, 1))(x, params)
+    for a, b in zip(jax.tree.leaves(g_first), jax.tree.leaves(g_last)):  # input, kernel (and bias)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    back_graphdef, back_params = nnx.split(back, nnx.Param)
+    v = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4, 5, 7)).astype(np.float32))
+    g_back = jax.grad(lambda f, p: jnp.sum(nnx.merge(back_graphdef, p).from_channels_first(f) * v), argnums=(0, 1))(
+        first, back_params)
+    g_ref = jax.grad(lambda l, p: jnp.sum(nnx.merge(back_graphdef, p)(l) * v), argnums=(0, 1))(last, back_params)
+    np.testing.assert_allclose(g_back[0], jnp.transpose(g_ref[0], (0, 3, 1, 2)), rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_back[1]), jax.tree.leaves(g_ref[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_batchnorm_relu_matches_flax_batchnorm_then_relu():
@@ -252,6 +264,77 @@ def test_pointwise_conv_equals_a_1x1_convolution(dtype, preferred, use_bias):
     assert got.dtype == want.dtype
     tol = 1e-5 if dtype == jnp.float32 or preferred is not None else 2e-2
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tol, atol=tol)
+    # The gradients too: its custom backward (materialised operands, product-based bias sums).
+    _assert_same_gradients(fast, conv, x, tol=1e-4 if dtype == jnp.float32 else 3e-2)
+
+
+def _assert_same_gradients(module, reference, x, tol):
+    """d sum(f(x) * w) with respect to x and every parameter agree between two modules of one state.
+
+    A bias's gradient is checked against the float32 sum of w instead: in bfloat16, nnx.Conv's
+    reduction of the bfloat16 cotangent is itself off by up to ~10% (module's sums run in float32).
+    """
+    w = jnp.asarray(np.random.default_rng(7).standard_normal(reference(x).shape), jnp.float32)
+
+    def grads(m):
+        graphdef, params = nnx.split(m, nnx.Param)
+        loss = lambda x, p: jnp.sum(nnx.merge(graphdef, p)(x).astype(jnp.float32) * w)
+        gx, gp = jax.grad(loss, argnums=(0, 1))(x, params)
+        return {"x": gx, **nnx.to_pure_dict(gp)}
+
+    got, want = grads(module), grads(reference)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert float(jnp.max(jnp.abs(want["x"]))) > 0.0
+    if "bias" in want:
+        exact = np.sum(np.asarray(w.astype(want["bias"].dtype), np.float64), axis=(0, 1, 2))
+        btol = 1e-4 if tol <= 1e-4 else 1e-2  # float32 modules, or bfloat16 ones
+        np.testing.assert_allclose(np.asarray(got.pop("bias"), np.float32), exact, rtol=btol, atol=btol)
+        want.pop("bias")
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("kernel,strides,padding", [((3, 3), 1, "SAME"), ((7, 7), (2, 2), ((3, 3), (3, 3))),
+                                                    ((3, 3), 2, "VALID")])
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conv_equals_nnx_conv_in_values_and_gradients(kernel, strides, padding, use_bias, dtype):
+    kw = dict(strides=strides, padding=padding, use_bias=use_bias, dtype=dtype)
+    mine = model_lib.Conv(4, 6, kernel, rngs=nnx.Rngs(0), **kw)
+    ref = nnx.Conv(4, 6, kernel, rngs=nnx.Rngs(0), **kw)
+    if use_bias:
+        mine.bias[...] = ref.bias[...] = jnp.linspace(-1.0, 1.0, 6)
+    x = jnp.asarray(np.random.default_rng(5).standard_normal((2, 10, 10, 4)), jnp.float32)
+    got, want = mine(x), ref(x)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tol, atol=tol)
+    _assert_same_gradients(mine, ref, x, tol=1e-4 if dtype == jnp.float32 else 5e-2)
+
+
+def test_conv_refuses_what_it_does_not_compute():
+    with pytest.raises(ValueError, match="dilation, groups or mask"):
+        model_lib.Conv(4, 4, (3, 3), kernel_dilation=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="dilation, groups or mask"):
+        model_lib.Conv(4, 4, (3, 3), padding="CIRCULAR", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_add_bias_gradient_is_the_channel_sum(axis):
+    y = jnp.asarray(np.random.default_rng(6).standard_normal((3, 5, 4, 7)), jnp.float32)
+    c = y.shape[axis]
+    bias = jnp.linspace(-0.5, 0.5, c)
+    w = jnp.asarray(np.random.default_rng(8).standard_normal(y.shape), jnp.float32)
+    shape = [1] * 4
+    shape[axis] = c
+    ref = lambda y, b: jnp.sum((y + b.reshape(shape)) * w)
+    mine = lambda y, b: jnp.sum(model_lib.add_bias(y, b, axis) * w)
+    np.testing.assert_allclose(mine(y, bias), ref(y, bias), rtol=1e-6)
+    for a, b in zip(jax.grad(mine, argnums=(0, 1))(y, bias), jax.grad(ref, argnums=(0, 1))(y, bias)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="channel axis"):
+        model_lib._channel_sums(y, axis=2)
 
 
 def test_max_pool_equals_reduce_window_and_passes_gradient_to_the_maximum():
