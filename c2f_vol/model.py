@@ -154,7 +154,7 @@ def _channel_sums(*arrays, axis: int = -1):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def add_bias(y, bias, axis: int = -1):
+def add_bias(y, bias, axis: int):
     """y + bias along y's channel `axis` (the last, or the second for channels-first arrays).
 
     The same values and gradients as the broadcast add; only the bias's gradient, the sum of y's
@@ -278,8 +278,9 @@ class Conv(nnx.Conv):
         super().__init__(cin, cout, kernel_size, **kw)
         plain = (self.feature_group_count == 1 and self.mask is None and len(self.kernel_size) == 2
                  and all(d in (None, 1) for d in _pair(self.input_dilation) + _pair(self.kernel_dilation)))
-        if not plain or not (isinstance(self.padding, str) and self.padding in ("SAME", "VALID")
-                             or not isinstance(self.padding, (str, int))):
+        padding = self.padding
+        lax_padding = padding in ("SAME", "VALID") if isinstance(padding, str) else not isinstance(padding, int)
+        if not (plain and lax_padding):
             raise ValueError("Conv supports 2-D convolutions without dilation, groups or mask, with "
                              f"'SAME', 'VALID' or explicit (low, high) padding; got {self!r}")
 
