@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -483,3 +485,24 @@ def test_arch_config_errors(change, codec_kw, match):
     codec = VolumeCodec(**{**dict(input_size=32, heatmap_size=(8, 8), depth_bins=(1, 4)), **codec_kw})
     with pytest.raises(ValueError, match=match):
         model_lib.create_model(dict(CFG, **change), codec)
+
+
+@pytest.mark.parametrize("dtype,out_dtype", [(jnp.float32, None), (jnp.bfloat16, None), (jnp.bfloat16, jnp.float32)])
+def test_channels_first_matmul_gradients_match_autodiff(dtype, out_dtype):
+    """The remap's hand-written weight gradient: autodiff's values and dtypes, in float32 and bf16."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(2, 6, 20)), dtype)  # (B, C_in, P)
+    kernel = jnp.asarray(rng.normal(size=(6, 9)), dtype)
+    w = jnp.asarray(rng.normal(size=(2, 20, 9)), jnp.float32)
+
+    def reference(x, kernel):
+        return jax.lax.dot_general(x, kernel, (((1,), (0,)), ((), ())), preferred_element_type=out_dtype)
+
+    custom = functools.partial(model_lib._channels_first_matmul, preferred_element_type=out_dtype)
+    assert custom(x, kernel).dtype == reference(x, kernel).dtype
+    got = jax.grad(lambda *a: jnp.sum(custom(*a).astype(jnp.float32) * w), argnums=(0, 1))(x, kernel)
+    want = jax.grad(lambda *a: jnp.sum(reference(*a).astype(jnp.float32) * w), argnums=(0, 1))(x, kernel)
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol)
