@@ -59,6 +59,7 @@ def check_workdir(workdir: str) -> None:
 LEGACY_VALUES = {
     "optim.eps_in_sqrt": True,   # optax's default, before Torch7's RMSprop became the default
     "loss.mix_heatmap": "mse",   # the raw-logit MSE, before the Jensen-Shannon mix
+    "optim.flatten": True,       # every config's optimiser state was one flat vector per slot
 }
 
 
@@ -116,10 +117,12 @@ def check_resume(config, workdir: str) -> list[str]:
     path = os.path.join(workdir, CONFIG_FILE)
     if refused:
         detail = "; ".join(f"{k}: recorded {old.get(k)!r}, this run {new.get(k)!r}" for k in refused)
+        flags = " ".join(f"--config.{k}={_flag_value(old[k])}" for k in refused if k in old)
         raise ResumeConfigError(
-            f"{path} records another experiment than this run: {detail}. These fields define the model and "
-            f"its data, so the checkpoints in {workdir} cannot continue with them: resume without those "
-            "overrides, or train in a new --workdir. Nothing in the workdir was changed.")
+            f"{path} records another experiment than this run: {detail}. These fields define the model, "
+            f"its data or the train state's layout, so the checkpoints in {workdir} cannot continue with "
+            f"them: resume with the recorded values ({flags or 'drop the overrides'}), or train in a new "
+            "--workdir. Nothing in the workdir was changed.")
     if changed:
         tx_old, _ = optim.make_optimizer(stored.optim, stored.num_train_steps)
         tx_new, _ = optim.make_optimizer(config.optim, config.num_train_steps)
@@ -133,6 +136,13 @@ def check_resume(config, workdir: str) -> list[str]:
                 "be continued with it. Resume with the recorded optimiser, or train in a new --workdir. "
                 "Nothing in the workdir was changed.")
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
+
+
+def _flag_value(value) -> str:
+    """`value` as a --config.<field>= command-line value."""
+    if isinstance(value, (list, tuple)):
+        return "(" + ",".join(_flag_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return str(value)
 
 
 def _merge(base: dict, stored: dict, prefix: str = "") -> dict:

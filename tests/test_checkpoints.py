@@ -83,6 +83,12 @@ def test_a_resume_that_changes_the_experiment_is_refused_before_anything_is_writ
         with pytest.raises(workdir_lib.ResumeConfigError, match="Nothing in the workdir was changed") as err:
             train.train_and_evaluate(_tiny_config(tiny_dataset, **override), str(workdir))
         assert next(iter(override)) in str(err.value)
+    # The message gives the recorded values as flags to resume with.
+    with pytest.raises(workdir_lib.ResumeConfigError) as err:
+        workdir_lib.check_resume(_tiny_config(tiny_dataset, **{"model.features": 8, "codec.depth_bins": (1, 2)}),
+                                 str(workdir))
+    assert f"--config.model.features={config.model.features}" in str(err.value)
+    assert "--config.codec.depth_bins=(" + ",".join(map(str, config.codec.depth_bins)) + ")" in str(err.value)
     # Turning weight decay on changes the optimiser's state: refused too, though weight_decay may change.
     with pytest.raises(workdir_lib.ResumeConfigError, match="optimiser keeps other state"):
         workdir_lib.check_resume(_tiny_config(tiny_dataset, **{"optim.weight_decay": 1e-4}), str(workdir))
@@ -110,3 +116,17 @@ def test_a_bad_workdir_is_named(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(workdir_lib.WorkdirError, match="holds a JSON list"):
         workdir_lib.read_config(str(tmp_path))
+
+
+def test_a_workdir_recorded_before_optim_flatten_resumes_flattened(tiny_dataset, tmp_path):
+    """Workdirs written before the field trained with flat optimiser state: they read back that way."""
+    import json
+
+    config = _tiny_config(tiny_dataset, **{"optim.flatten": False})
+    workdir_lib.write_config(config, str(tmp_path), 0)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["optim"]["flatten"]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    assert workdir_lib.read_config(str(tmp_path)).optim.flatten is True
+    with pytest.raises(workdir_lib.ResumeConfigError, match=r"optim.flatten: recorded True.*--config.optim.flatten=True"):
+        workdir_lib.check_resume(config, str(tmp_path))

@@ -26,6 +26,7 @@ def test_paper_config_is_the_paper_model():
     assert c.codec.depth_range_mm == 1000.0
     assert (c.optim.name, c.optim.learning_rate, c.optim.schedule) == ("rmsprop", 2.5e-4, "constant")
     assert c.optim.eps_in_sqrt is False and c.batch_size == 4
+    assert c.optim.flatten is False and config_lib.base_config().optim.flatten is True
     assert (c.model.arch, c.codec.target, c.loss.kind) == ("released", "paper", "heatmap")
     # The paper's loss is decoded the paper's way.
     assert VolumeCodec.for_experiment(c).decoder == "argmax_local"
@@ -124,3 +125,28 @@ def test_rmsprop_eps_placement_matches_torch7(eps_in_sqrt):
         v = alpha * v + (1 - alpha) * g.astype(np.float64) ** 2
     denom = np.sqrt(v + eps) if eps_in_sqrt else np.sqrt(v) + eps
     np.testing.assert_allclose(np.asarray(upd["w"]), -lr * g / denom, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+def test_flattened_and_per_parameter_state_give_the_same_updates(name):
+    """optim.flatten changes only the state's layout: one vector per slot, or one array per parameter."""
+    import jax
+    import jax.numpy as jnp
+
+    base = dict(config_lib.base_config().optim.to_dict(), name=name, learning_rate=0.01, grad_clip_norm=1.0)
+    rng = np.random.default_rng(0)
+    params = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.asarray(rng.normal(size=5), jnp.float32)}
+    results = {}
+    for flatten in (True, False):
+        tx, _ = optim.make_optimizer(dict(base, flatten=flatten), 10)
+        state, p = tx.init(params), params
+        for step in range(3):
+            grads = jax.tree.map(lambda x: jnp.sin(x * (step + 1)), p)
+            updates, state = tx.update(grads, state, p)
+            p = jax.tree.map(lambda x, u: x + u, p, updates)
+        shapes = {x.shape for x in jax.tree.leaves(state) if x.ndim}
+        results[flatten] = p
+        assert shapes == ({(17,)} if flatten else {(3, 4), (5,)})
+    for key in params:
+        np.testing.assert_allclose(results[True][key], results[False][key], rtol=1e-6, atol=1e-7)
+        assert not np.allclose(results[True][key], params[key])
