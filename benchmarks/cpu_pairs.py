@@ -15,6 +15,9 @@ torch is not a project dependency: install it in a folder of its own (`pip insta
 torch==2.13.0`) and put DIR on PYTHONPATH. The row records the CPU's class (AVX-512 or AVX2 only), since
 XLA's CPU convolutions differ by about 4x between them, and the JSON the XLA_FLAGS the JAX side ran with
 (on the AVX2 class `sharding.use_cpu_devices` turns XLA's YNNPACK kernels off, as training does).
+Like the tools, this command restarts itself with malloc's huge pages (`hostcpu.restart_with_huge_pages`);
+the torch side runs with the environment it was started with, or with the same GLIBC_TUNABLES under
+`--torch_huge_pages`. The JSON records both.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ flags.DEFINE_float("pause_s", 2.0, "Idle seconds before each block, so that neit
                    "spinning when the other starts (torch's OpenMP threads spin-wait after their work).",
                    lower_bound=0.0)
 flags.DEFINE_integer("timeout_s", 1800, "Longest wait for one torch block.", lower_bound=1)
+flags.DEFINE_bool("torch_huge_pages", False, "Give the torch side the JAX side's GLIBC_TUNABLES (malloc's huge pages, "
+                  "hostcpu.restart_with_huge_pages) instead of the environment this command was started with.")
 flags.DEFINE_string("output", None, "Write the JSON here.")
 
 
@@ -73,8 +78,9 @@ class TorchServer:
     def __init__(self, timeout_s: float):
         cmd = [sys.executable, TORCH_REFERENCE, "--serve", "--device=cpu"]
         self.timeout_s = timeout_s
+        self.env = dict(os.environ) if FLAGS.torch_huge_pages else hostcpu.environ_before_restart()
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+                                     stderr=subprocess.DEVNULL, text=True, env=self.env)
         self.answers: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -166,7 +172,10 @@ def main(argv):
     result = {"config": FLAGS.config, "overrides": list(FLAGS.override), "batch_size": batch, "dtype": FLAGS.dtype,
               "steps_per_block": FLAGS.steps, "cpu": machine, "jax": jax.__version__,
               "torch": torch_result.get("torch_version"), "torch_threads": torch_result.get("threads"),
-              "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax_first_step_s": compile_s, "pairs": pairs, "median_ratio": statistics.median(ratios),
+              "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "glibc_tunables": {"jax": os.environ.get("GLIBC_TUNABLES", ""),
+                                 "torch": server.env.get("GLIBC_TUNABLES", "")},
+              "jax_first_step_s": compile_s, "pairs": pairs, "median_ratio": statistics.median(ratios),
               "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     jax_ips = [p["jax_images_per_sec"] for p in pairs]
     torch_ips = [p["torch_images_per_sec"] for p in pairs]
@@ -182,4 +191,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    hostcpu.restart_with_huge_pages()  # as the tools' cli.run does; the torch side: --torch_huge_pages
     app.run(main)

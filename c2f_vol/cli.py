@@ -101,12 +101,19 @@ def run(main, *, tensorflow: bool = True) -> None:
     """`absl.app.run(main)` with the console policy above applied after flags are parsed.
 
     `tensorflow`: the tool needs TensorFlow, imported first through `import_tensorflow`.
+    A tool run as a script (`main` defined in `__main__`) first restarts itself with malloc's huge
+    pages where they are off (`hostcpu.restart_with_huge_pages`; GLIBC_TUNABLES=glibc.malloc.hugetlb=0
+    opts out).
     """
+    if getattr(main, "__module__", None) == "__main__":
+        hostcpu.restart_with_huge_pages()
 
     def wrapped(argv):
         verbose = flags.FLAGS["verbosity"].present > 0
         configure_console(verbose=verbose)
         hostcpu.tune_cpu_backend()  # before anything starts JAX's CPU backend
+        if hostcpu.TUNABLES_BEFORE_ENV in os.environ:
+            logging.info("restarted with GLIBC_TUNABLES=%s (malloc's huge pages)", os.environ.get("GLIBC_TUNABLES"))
         try:
             if tensorflow and not verbose:
                 import_tensorflow()
