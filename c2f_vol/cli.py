@@ -112,8 +112,9 @@ def run(main, *, tensorflow: bool = True) -> None:
         verbose = flags.FLAGS["verbosity"].present > 0
         configure_console(verbose=verbose)
         hostcpu.tune_cpu_backend()  # before anything starts JAX's CPU backend
-        if hostcpu.TUNABLES_BEFORE_ENV in os.environ:
-            logging.info("restarted with GLIBC_TUNABLES=%s (malloc's huge pages)", os.environ.get("GLIBC_TUNABLES"))
+        if hostcpu.TUNABLES_BEFORE_ENV in os.environ:  # this process or a parent tool restarted with it
+            logging.info("running with GLIBC_TUNABLES=%s (malloc's huge pages, hostcpu.restart_with_huge_pages)",
+                         os.environ.get("GLIBC_TUNABLES"))
         try:
             if tensorflow and not verbose:
                 import_tensorflow()
