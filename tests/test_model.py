@@ -315,6 +315,49 @@ def test_conv_equals_nnx_conv_in_values_and_gradients(kernel, strides, padding, 
     _assert_same_gradients(mine, ref, x, tol=1e-4 if dtype == jnp.float32 else 5e-2)
 
 
+@pytest.mark.parametrize("kernel,padding", [((3, 3), ((1, 1), (1, 1))), ((3, 3), ((0, 2), (1, 0))),
+                                            ((7, 7), ((3, 3), (3, 3))), ((2, 3), ((0, 0), (0, 0)))])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_small_batch_conv_gradients_match_autodiff(kernel, padding, batch):
+    """The per-tap kernel gradient (the CPU's, since these tests run there): autodiff's values and dtypes."""
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.normal(size=(batch, 9, 8, 5)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(*kernel, 5, 6)), jnp.float32)
+
+    def reference(x, k):
+        return model_lib._conv_nhwc(x, k, (1, 1), padding, None, None)
+
+    custom = functools.partial(model_lib._conv_small_batch, padding=padding)
+    np.testing.assert_allclose(custom(x, k), reference(x, k), rtol=1e-5, atol=1e-5)
+    w = jnp.asarray(rng.normal(size=reference(x, k).shape), jnp.float32)
+    got = jax.grad(lambda *a: jnp.sum(custom(*a) * w), argnums=(0, 1))(x, k)
+    want = jax.grad(lambda *a: jnp.sum(reference(*a) * w), argnums=(0, 1))(x, k)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype == jnp.float32 and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_takes_the_small_batch_gradient_only_where_measured():
+    """float32, stride 1, batch <= SMALL_BATCH: the per-tap gradient; anything else: the plain convolution."""
+    conv = model_lib.Conv(4, 4, (3, 3), padding="SAME", use_bias=False, rngs=nnx.Rngs(0))
+    small = jnp.zeros((model_lib.SMALL_BATCH, 6, 6, 4), jnp.float32)
+    assert conv._small_batch_padding(small) == ((1, 1), (1, 1))
+    assert conv._small_batch_padding(jnp.zeros((model_lib.SMALL_BATCH + 1, 6, 6, 4))) is None
+    assert model_lib.Conv(4, 4, (3, 3), padding="VALID", rngs=nnx.Rngs(0))._small_batch_padding(small) == ((0, 0), (0, 0))
+    assert model_lib.Conv(4, 4, (3, 3), strides=2, rngs=nnx.Rngs(0))._small_batch_padding(small) is None
+    assert model_lib.Conv(4, 4, (3, 3), dtype=jnp.bfloat16, rngs=nnx.Rngs(0))._small_batch_padding(small) is None
+    symbolic = jax.ShapeDtypeStruct((jax.export.symbolic_shape("b")[0], 6, 6, 4), jnp.float32)  # an export's batch
+    assert conv._small_batch_padding(symbolic) is None
+
+    def gradient(batch):  # without a bias, the only per-platform choice is the kernel gradient's
+        x = jnp.zeros((batch, 6, 6, 4), jnp.float32)
+        graphdef, params = nnx.split(conv, nnx.Param)
+        return str(jax.make_jaxpr(jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x))))(params))
+
+    assert "branches_platforms=(('cpu',), None)" in gradient(model_lib.SMALL_BATCH)
+    assert "branches_platforms" not in gradient(model_lib.SMALL_BATCH + 1)
+
+
 def test_conv_refuses_what_it_does_not_compute():
     with pytest.raises(ValueError, match="dilation, groups or mask"):
         model_lib.Conv(4, 4, (3, 3), kernel_dilation=2, rngs=nnx.Rngs(0))
