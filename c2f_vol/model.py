@@ -310,7 +310,7 @@ def _conv_nhwc(x, kernel, strides, padding, precision, preferred_element_type):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv_small_batch(x, kernel, padding, precision=None, preferred_element_type=None):
-    """A stride-1 NHWC convolution with explicit (low, high) padding, for batches of 1 or 2.
+    """A stride-1 NHWC convolution with explicit (low, high) padding, for small batches (`Conv`: <= SMALL_BATCH).
 
     The same values and gradients as the convolution. On the CPU its kernel gradient is
     K_h * K_w matrix products, one per kernel tap: the cotangent (B * H_out * W_out, C_out)
@@ -322,7 +322,7 @@ def _conv_small_batch(x, kernel, padding, precision=None, preferred_element_type
     (114-131 GFLOP/s), so `Conv` uses this for batches up to SMALL_BATCH only; other platforms
     keep autodiff's gradient (`lax.platform_dependent` picks at lowering).
     """
-    return _conv_nhwc(x, kernel, (1, 1), padding, precision, preferred_element_type)
+    return _conv_small_batch_fwd(x, kernel, padding, precision, preferred_element_type)[0]
 
 
 def _conv_small_batch_fwd(x, kernel, padding, precision, preferred_element_type):
@@ -393,8 +393,10 @@ class Conv(nnx.Conv):
         if (not isinstance(batch, int) or batch > SMALL_BATCH or jnp.dtype(dtype) != jnp.float32
                 or _pair(self.strides) not in ((1, 1), (None, None))):
             return None
-        pads = tuple(tuple(p) for p in jax.lax.padtype_to_pads(x.shape[1:3], self.kernel_size, (1, 1), self.padding)
-                     ) if isinstance(self.padding, str) else tuple(tuple(p) for p in self.padding)
+        padding = self.padding
+        if isinstance(padding, str):
+            padding = jax.lax.padtype_to_pads(x.shape[1:3], self.kernel_size, (1, 1), padding)
+        pads = tuple(tuple(p) for p in padding)
         return pads if all(p >= 0 for pair in pads for p in pair) else None
 
 
