@@ -1,15 +1,18 @@
-"""The CPU train step against PyTorch eager, in alternating pairs: one command, one JSON, one table row.
+"""The CPU train step against PyTorch eager, in alternating pairs: one command, one JSON, one table.
 
 The JAX step is compiled once in this process; the PyTorch twin (`torch_reference.py --serve`, the same
 network, loss and optimiser step) answers in a child process. Each pair times `--steps` JAX steps, then
 `--steps` torch steps (a fresh torch model each time, after `--torch_warmup` untimed steps), so the two
 sides of a pair share the machine's speed of that moment; the CPU of a shared VM drifts by ±20% within
-minutes. The JAX side is idle while torch runs and the other way round.
+minutes. The JAX side is idle while torch runs and the other way round. Each pair times PyTorch in both of
+its layouts, channels-last and NCHW (neither is faster for every model and CPU: on the AVX2 class NCHW is
+for the paper model), and takes its ratio against the faster of the two; `--torch_layout=nchw` times one.
 
     PYTHONPATH=/tmp/torchpkgs .venv/bin/python benchmarks/cpu_pairs.py --config=configs/synthetic_cpu.py \\
         --batch_size=16 --pairs=5 --steps=20
     PYTHONPATH=/tmp/torchpkgs .venv/bin/python benchmarks/cpu_pairs.py --config=configs/h36m_paper.py \\
-        --batch_size=2 --dtype=float32 --pairs=5 --steps=3 --output=paper_pairs.json
+        --batch_size=2 --dtype=float32 --pairs=5 --steps=3 --output=paper_pairs.json \\
+        [--torch_layout=nchw] [--torch_huge_pages]
 
 torch is not a project dependency: install it in a folder of its own (`pip install --target DIR
 torch==2.13.0`) and put DIR on PYTHONPATH. The row records the CPU's class (AVX-512 or AVX2 only), since
@@ -43,6 +46,7 @@ from c2f_vol import hostcpu  # noqa: E402  (no JAX)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_REFERENCE = os.path.join(REPO, "benchmarks", "torch_reference.py")
 RESULT_PREFIX = "C2F_TORCH_RESULT "
+LAYOUTS = {"channels_last": False, "nchw": True}  # torch_reference.py's --no_channels_last per layout
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "configs/synthetic_cpu.py", "path/to/config.py[:variant].")
@@ -61,6 +65,9 @@ flags.DEFINE_float("pause_s", 2.0, "Idle seconds before each block, so that neit
 flags.DEFINE_integer("timeout_s", 1800, "Longest wait for one torch block.", lower_bound=1)
 flags.DEFINE_bool("torch_huge_pages", False, "Give the torch side the JAX side's GLIBC_TUNABLES (malloc's huge pages, "
                   "hostcpu.restart_with_huge_pages) instead of the environment this command was started with.")
+flags.DEFINE_multi_enum("torch_layout", list(LAYOUTS), list(LAYOUTS),
+                        "PyTorch's activation layout (repeatable; default both): each pair times one torch block per "
+                        "layout, in an order that rotates from pair to pair, and its ratio is against the faster one.")
 flags.DEFINE_string("output", None, "Write the JSON here.")
 
 
@@ -154,36 +161,50 @@ def main(argv):
         print(f"JAX first step (compile and run) {compile_s:.1f} s", flush=True)
         for _ in range(FLAGS.warmup):
             step()
+        layouts = list(dict.fromkeys(FLAGS.torch_layout))
         pairs = []
         for k in range(FLAGS.pairs):
             time.sleep(FLAGS.pause_s)
             jax_s = statistics.median(benchmark.time_calls(step, FLAGS.steps, 0))
-            time.sleep(FLAGS.pause_s)
-            torch_result = server.ask(request)
-            torch_s = torch_result["step_time_s"]["median"]
-            pairs.append({"jax_images_per_sec": batch / jax_s, "torch_images_per_sec": batch / torch_s,
-                          "jax_step_s": jax_s, "torch_step_s": torch_s, "ratio": torch_s / jax_s})
-            p = pairs[-1]
-            print(f"pair {k + 1}/{FLAGS.pairs}: JAX {p['jax_images_per_sec']:.3f} images/s, "
-                  f"torch {p['torch_images_per_sec']:.3f} images/s, JAX / torch {p['ratio']:.2f}x", flush=True)
+            by_layout = {}
+            for layout in layouts[k % len(layouts):] + layouts[:k % len(layouts)]:
+                time.sleep(FLAGS.pause_s)
+                torch_result = server.ask(dict(request, no_channels_last=LAYOUTS[layout]))
+                torch_s = torch_result["step_time_s"]["median"]
+                by_layout[layout] = {"torch_images_per_sec": batch / torch_s, "torch_step_s": torch_s,
+                                     "ratio": torch_s / jax_s, "channels_last": torch_result["channels_last"]}
+            fastest = min(layouts, key=lambda name: by_layout[name]["torch_step_s"])
+            pairs.append({"jax_images_per_sec": batch / jax_s, "jax_step_s": jax_s, **by_layout[fastest],
+                          "torch_layout": fastest, "torch_by_layout": by_layout})
+            print(f"pair {k + 1}/{FLAGS.pairs}: JAX {batch / jax_s:.3f} images/s, "
+                  + ", ".join(f"torch {name} {by_layout[name]['torch_images_per_sec']:.3f} images/s "
+                              f"(JAX / torch {by_layout[name]['ratio']:.2f}x)" for name in layouts), flush=True)
         server.close()
 
     ratios = [p["ratio"] for p in pairs]
     result = {"config": FLAGS.config, "overrides": list(FLAGS.override), "batch_size": batch, "dtype": FLAGS.dtype,
               "steps_per_block": FLAGS.steps, "cpu": machine, "jax": jax.__version__,
               "torch": torch_result.get("torch_version"), "torch_threads": torch_result.get("threads"),
+              "torch_layouts": layouts,
               "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "glibc_tunables": {"jax": os.environ.get("GLIBC_TUNABLES", ""),
                                  "torch": server.env.get("GLIBC_TUNABLES", "")},
               "jax_first_step_s": compile_s, "pairs": pairs, "median_ratio": statistics.median(ratios),
+              "median_ratio_by_layout": {name: statistics.median(p["torch_by_layout"][name]["ratio"] for p in pairs)
+                                         for name in layouts},
               "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     jax_ips = [p["jax_images_per_sec"] for p in pairs]
-    torch_ips = [p["torch_images_per_sec"] for p in pairs]
-    print(f"\n| step | CPU | pairs | JAX images/s | PyTorch eager images/s | JAX / PyTorch per pair | median |\n"
-          f"| --- | --- | --- | --- | --- | --- | --- |\n"
-          f"| `{os.path.basename(FLAGS.config)}`, batch {batch}, {FLAGS.dtype} | {machine['class']} | {len(pairs)} "
-          f"| {min(jax_ips):.3g}–{max(jax_ips):.3g} | {min(torch_ips):.3g}–{max(torch_ips):.3g} "
-          f"| {', '.join(f'{r:.2f}' for r in ratios)} | **{result['median_ratio']:.2f}×** |")
+    rows = [(name, [p["torch_by_layout"][name] for p in pairs]) for name in layouts]
+    if len(layouts) > 1:
+        rows.append(("the faster layout of each pair", pairs))
+    print("\n| step | CPU | pairs | PyTorch layout | JAX images/s | PyTorch eager images/s | JAX / PyTorch per pair "
+          "| median |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, sides in rows:
+        torch_ips = [side["torch_images_per_sec"] for side in sides]
+        row_ratios = [side["ratio"] for side in sides]
+        print(f"| `{os.path.basename(FLAGS.config)}`, batch {batch}, {FLAGS.dtype} | {machine['class']} | {len(pairs)} "
+              f"| {name} | {min(jax_ips):.3g}–{max(jax_ips):.3g} | {min(torch_ips):.3g}–{max(torch_ips):.3g} "
+              f"| {', '.join(f'{r:.2f}' for r in row_ratios)} | **{statistics.median(row_ratios):.2f}×** |")
     if FLAGS.output:
         with open(FLAGS.output, "w") as fh:
             json.dump(result, fh, indent=2)
