@@ -5,8 +5,9 @@ network, loss and optimiser step) answers in a child process. Each pair times `-
 `--steps` torch steps (a fresh torch model each time, after `--torch_warmup` untimed steps), so the two
 sides of a pair share the machine's speed of that moment; the CPU of a shared VM drifts by ±20% within
 minutes. The JAX side is idle while torch runs and the other way round. Each pair times PyTorch in both of
-its layouts, channels-last and NCHW (neither is faster for every model and CPU: on the AVX2 class NCHW is
-for the paper model), and takes its ratio against the faster of the two; `--torch_layout=nchw` times one.
+its layouts, channels-last and NCHW, and takes its ratio against the faster of the two: neither wins
+everywhere (on the AVX2 class NCHW won for the paper model, channels-last for synthetic_cpu).
+`--torch_layout=nchw` (or `=channels_last`) times that layout only.
 
     PYTHONPATH=/tmp/torchpkgs .venv/bin/python benchmarks/cpu_pairs.py --config=configs/synthetic_cpu.py \\
         --batch_size=16 --pairs=5 --steps=20
